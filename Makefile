@@ -1,0 +1,27 @@
+# Sluice — run `make help` for the targets.
+GO      ?= go
+BIN     ?= bin/sluice
+PKGS    ?= ./...
+# The whole suite must stay under 10 minutes on 2 cores.
+TEST_TIMEOUT ?= 9m
+
+.PHONY: help build test test-deps lint demo bench bench-router bench-xds bench-judge clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/sluice
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/sluice
+
+test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium) when missing
+	@bash scripts/test-deps.sh
+
+test: test-deps ## Run every test, race detector on (installs test dependencies first)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean: ## Remove build output
+	rm -rf bin

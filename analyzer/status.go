@@ -1,0 +1,106 @@
+// Package analyzer runs rollouts: it walks each Rollout's steps, measures the canary,
+// and promotes or aborts. It is the only writer of weights: every decision becomes a new
+// model.Snapshot that the data planes (router, xDS) apply.
+package analyzer
+
+import "time"
+
+// Phase is a rollout's phase, as the admin API and `sluice status` show it.
+type Phase string
+
+// Rollout phases (Argo's names).
+const (
+	PhaseProgressing Phase = "Progressing"
+	PhasePaused      Phase = "Paused"
+	PhaseHealthy     Phase = "Healthy"
+	PhaseDegraded    Phase = "Degraded"
+)
+
+// MeasurementPhase is the outcome of one measurement, or of a metric or analysis run.
+type MeasurementPhase string
+
+// Measurement phases (Argo's names). A measurement is never a bare bool.
+const (
+	MeasurementPending      MeasurementPhase = "Pending"
+	MeasurementRunning      MeasurementPhase = "Running"
+	MeasurementSuccessful   MeasurementPhase = "Successful"
+	MeasurementFailed       MeasurementPhase = "Failed"
+	MeasurementInconclusive MeasurementPhase = "Inconclusive"
+	MeasurementError        MeasurementPhase = "Error"
+)
+
+// RolloutStatus is the JSON shape of GET /api/v1/rollouts/{name}.
+type RolloutStatus struct {
+	Name          string `json:"name"`
+	Strategy      string `json:"strategy"`
+	Revision      string `json:"revision"`
+	Phase         Phase  `json:"phase"`
+	Step          int    `json:"step"`  // index of the current step; == Steps when all are done
+	Steps         int    `json:"steps"` // number of steps
+	SetWeight     int    `json:"setWeight"`
+	ActualWeight  int    `json:"actualWeight"` // what the data planes have applied (xDS: ACKed)
+	Message       string `json:"message"`
+	Aborted       bool   `json:"aborted"`
+	StableService string `json:"stableService"`
+	CanaryService string `json:"canaryService"`
+	// PauseEndsAt is set while a timed pause runs.
+	PauseEndsAt *time.Time `json:"pauseEndsAt,omitempty"`
+	// AbortLatencySeconds: from the failing measurement to the zero weight applied.
+	AbortLatencySeconds *float64            `json:"abortLatencySeconds,omitempty"`
+	AnalysisRuns        []AnalysisRunStatus `json:"analysisRuns"`
+	// History is the weight over time, for the web view's chart.
+	History   []WeightPoint `json:"history"`
+	UpdatedAt time.Time     `json:"updatedAt"`
+}
+
+// WeightPoint is the canary weight from a moment on.
+type WeightPoint struct {
+	Time         time.Time `json:"time"`
+	SetWeight    int       `json:"setWeight"`
+	ActualWeight int       `json:"actualWeight"`
+}
+
+// AnalysisRunStatus is one analysis run: an inline step, the background analysis, or a
+// blue/green pre- or post-promotion analysis.
+type AnalysisRunStatus struct {
+	Name    string           `json:"name"`
+	Kind    string           `json:"kind"` // inline, background, prePromotion, postPromotion
+	Step    int              `json:"step"` // step index that started it (inline, background)
+	Phase   MeasurementPhase `json:"phase"`
+	Message string           `json:"message"`
+	Metrics []MetricStatus   `json:"metrics"`
+}
+
+// MetricStatus is one metric of an analysis run with its recent measurements.
+type MetricStatus struct {
+	Name             string           `json:"name"`
+	Provider         string           `json:"provider"` // prometheus, prometheus(embedded), web, judge
+	Query            string           `json:"query,omitempty"`
+	SuccessCondition string           `json:"successCondition,omitempty"`
+	FailureCondition string           `json:"failureCondition,omitempty"`
+	DryRun           bool             `json:"dryRun"`
+	Phase            MeasurementPhase `json:"phase"`
+	Count            int              `json:"count"`
+	Successful       int              `json:"successful"`
+	Failed           int              `json:"failed"`
+	Inconclusive     int              `json:"inconclusive"`
+	Error            int              `json:"error"`
+	ConsecutiveError int              `json:"consecutiveError"`
+	Message          string           `json:"message"`
+	Measurements     []Measurement    `json:"measurements"` // most recent last, bounded
+}
+
+// Measurement is one measurement of a metric.
+type Measurement struct {
+	Phase MeasurementPhase `json:"phase"`
+	// Value is the result as text, e.g. "[0.012]" (Argo shows it the same way).
+	Value string `json:"value"`
+	// Values holds the numeric result when it has one, for charts.
+	Values []float64 `json:"values,omitempty"`
+	// Details carries provider-specific figures, e.g. the judge's estimate and bound.
+	Details map[string]float64 `json:"details,omitempty"`
+	// Message says why: the condition that held or failed, or the error.
+	Message    string    `json:"message"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt"`
+}

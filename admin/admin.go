@@ -1,0 +1,400 @@
+// Package admin serves Sluice's operator surface on ControlPlane.Admin.Address: the JSON
+// API over the rollouts (list, get, start, promote, abort, retry), the xDS fleet's node
+// status, /metrics, /healthz, /readyz, server-sent events, and an embedded web view.
+//
+// Mutating calls are guarded by a bearer token when one is configured; New refuses an
+// address off loopback without a token. Errors are JSON {"error": "..."}.
+package admin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/sluice-mesh/sluice/analyzer"
+)
+
+// Rollouts is what the admin API needs from the rollout controller
+// (*analyzer.Controller satisfies it).
+type Rollouts interface {
+	List() []analyzer.RolloutStatus
+	Get(name string) (analyzer.RolloutStatus, bool)
+	Start(name string) error
+	Promote(name string, full bool) error
+	Abort(name string) error
+	Retry(name string) error
+}
+
+// StatusCoder is implemented by errors that know their HTTP status; an action error
+// that does not implement it answers 409 Conflict (not allowed now).
+type StatusCoder interface {
+	HTTPStatus() int
+}
+
+// ReadyFunc reports nil when one part of Sluice is ready to serve, else why not.
+type ReadyFunc func() error
+
+// Options configures a Server.
+type Options struct {
+	// Address is host:port to listen on ("127.0.0.1:0" picks a free port).
+	Address string
+	// Token guards every mutating call when non-empty (see LoadToken).
+	Token string
+	// Rollouts is the controller; nil answers 503 on the rollout endpoints.
+	Rollouts Rollouts
+	// Nodes serves GET /api/v1/xds/nodes (xds.Server.NodesHandler); nil answers [].
+	Nodes http.Handler
+	// Gatherer is exposed on /metrics; nil: /metrics answers 404.
+	Gatherer prometheus.Gatherer
+	// Registerer receives the admin server's own metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// Ready are checked by /readyz in addition to the listener being bound.
+	Ready []ReadyFunc
+	// EventInterval is how often /api/v1/events checks for changes (default 1s).
+	EventInterval time.Duration
+	Logger        *zap.Logger
+}
+
+// Server is the admin HTTP server.
+type Server struct {
+	opts    Options
+	log     *zap.Logger
+	mux     *http.ServeMux
+	refused prometheus.Counter
+
+	mu       sync.Mutex
+	ln       net.Listener
+	srv      *http.Server
+	done     chan struct{}
+	rollouts Rollouts
+	ready    []ReadyFunc
+	stop     chan struct{} // closed by Shutdown: ends event streams
+	stopOnce sync.Once
+}
+
+// LoadToken reads a bearer token file: its content with surrounding white space trimmed.
+// An empty file is an error.
+func LoadToken(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("admin token: %s is empty", file)
+	}
+	return t, nil
+}
+
+// IsLoopback reports whether the host of a host:port address only accepts local
+// connections ("localhost", 127.0.0.0/8, ::1). An empty host (all interfaces) is not.
+func IsLoopback(address string) bool {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		host = address
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// New validates opts and builds a Server; it does not listen yet (see Start). It refuses
+// an address off loopback when no token is configured.
+func New(opts Options) (*Server, error) {
+	if opts.Address == "" {
+		return nil, errors.New("admin: no address")
+	}
+	if opts.Token == "" && !IsLoopback(opts.Address) {
+		return nil, fmt.Errorf("admin: refusing to serve on %s (not loopback) without a token: set controlPlane.admin.tokenFile", opts.Address)
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.EventInterval <= 0 {
+		opts.EventInterval = time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, rollouts: opts.Rollouts, ready: opts.Ready, stop: make(chan struct{})}
+	s.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sluice_admin_refused_total",
+		Help: "Mutating admin API calls refused for a missing or wrong bearer token.",
+	})
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(s.refused); err != nil {
+			return nil, fmt.Errorf("admin: register metrics: %w", err)
+		}
+	}
+	s.mux = http.NewServeMux()
+	s.routes()
+	return s, nil
+}
+
+// SetRollouts replaces the rollout controller (nil: the rollout endpoints answer 503).
+func (s *Server) SetRollouts(r Rollouts) {
+	s.mu.Lock()
+	s.rollouts = r
+	s.mu.Unlock()
+}
+
+// AddReady adds a readiness check to /readyz.
+func (s *Server) AddReady(f ReadyFunc) {
+	s.mu.Lock()
+	s.ready = append(s.ready, f)
+	s.mu.Unlock()
+}
+
+func (s *Server) controller() Rollouts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rollouts
+}
+
+// Handler returns the server's HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Start binds the address and serves in the background until Shutdown.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.opts.Address)
+	if err != nil {
+		return fmt.Errorf("admin: listen %s: %w", s.opts.Address, err)
+	}
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.ln, s.srv, s.done = ln, srv, done
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", zap.Error(err))
+		}
+	}()
+	s.log.Info("admin API listening", zap.String("address", ln.Addr().String()), zap.Bool("token", s.opts.Token != ""))
+	return nil
+}
+
+// Addr returns the bound address, or "" before Start.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Shutdown stops accepting connections and waits for open requests (event streams are
+// closed at once) until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.mu.Lock()
+	srv, done := s.srv, s.done
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	err := srv.Shutdown(ctx)
+	<-done
+	return err
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	m.HandleFunc("GET /readyz", s.handleReady)
+	if s.opts.Gatherer != nil {
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	m.HandleFunc("GET /api/v1/rollouts", s.handleList)
+	m.HandleFunc("GET /api/v1/rollouts/{name}", s.handleGet)
+	m.HandleFunc("POST /api/v1/rollouts/{name}/{action}", s.handleAction)
+	m.HandleFunc("GET /api/v1/xds/nodes", s.handleNodes)
+	m.HandleFunc("GET /api/v1/events", s.handleEvents)
+	web := webHandler()
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+		web.ServeHTTP(w, r)
+	})
+	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
+	})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	checks := append([]ReadyFunc(nil), s.ready...)
+	bound := s.ln != nil
+	s.mu.Unlock()
+	var problems []string
+	if !bound {
+		problems = append(problems, "admin listener not bound")
+	}
+	for _, f := range checks {
+		if err := f(); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: " + strings.Join(problems, "; ") + "\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) handleList(w http.ResponseWriter, _ *http.Request) {
+	c := s.controller()
+	if c == nil {
+		writeError(w, http.StatusServiceUnavailable, "rollout controller not running")
+		return
+	}
+	list := c.List()
+	if list == nil {
+		list = []analyzer.RolloutStatus{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	c := s.controller()
+	if c == nil {
+		writeError(w, http.StatusServiceUnavailable, "rollout controller not running")
+		return
+	}
+	name := r.PathValue("name")
+	st, ok := c.Get(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rollout named %q", name))
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// maxBody bounds a POST body.
+const maxBody = 1 << 16
+
+func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
+	name, action := r.PathValue("name"), r.PathValue("action")
+	switch action {
+	case "start", "promote", "abort", "retry":
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: want start, promote, abort or retry", action))
+		return
+	}
+	if !s.authorized(r) {
+		s.refused.Inc()
+		s.log.Warn("admin call refused: missing or wrong bearer token",
+			zap.String("action", action), zap.String("rollout", name), zap.String("remote", r.RemoteAddr))
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong bearer token (sluice --token-file FILE, or the token in the web view)")
+		return
+	}
+	c := s.controller()
+	if c == nil {
+		writeError(w, http.StatusServiceUnavailable, "rollout controller not running")
+		return
+	}
+	var body struct {
+		Full bool `json:"full"`
+	}
+	if r.Body != nil {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		if err := dec.Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+			return
+		}
+	}
+	if _, ok := c.Get(name); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rollout named %q", name))
+		return
+	}
+	var err error
+	switch action {
+	case "start":
+		err = c.Start(name)
+	case "promote":
+		err = c.Promote(name, body.Full)
+	case "abort":
+		err = c.Abort(name)
+	case "retry":
+		err = c.Retry(name)
+	}
+	if err != nil {
+		code := http.StatusConflict
+		var sc StatusCoder
+		if errors.As(err, &sc) && sc.HTTPStatus() >= 400 {
+			code = sc.HTTPStatus()
+		}
+		s.log.Info("admin action not applied", zap.String("action", action), zap.String("rollout", name), zap.Error(err))
+		writeError(w, code, err.Error())
+		return
+	}
+	s.log.Info("admin action", zap.String("action", action), zap.String("rollout", name), zap.Bool("full", body.Full), zap.String("remote", r.RemoteAddr))
+	st, _ := c.Get(name)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// authorized reports whether r carries the configured bearer token (always true when no
+// token is configured). The comparison takes constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.Token == "" {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) < len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return false
+	}
+	got := strings.TrimSpace(h[len(prefix):])
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
+}
+
+func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Nodes == nil {
+		writeJSON(w, http.StatusOK, []struct{}{})
+		return
+	}
+	s.opts.Nodes.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,257 @@
+// Sluice web view: live rollouts (server-sent events, polling as a fallback), a chart of
+// the canary weight over time with analysis measurements, the xDS fleet, and actions.
+// No external resources; every value from the API is inserted as text, never as HTML.
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const TOKEN_KEY = "sluice-token";
+let rollouts = [];
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k != null) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  return e;
+}
+function notice(msg, err) {
+  const n = document.getElementById("notice");
+  n.textContent = msg;
+  n.className = "notice show" + (err ? " err" : "");
+  clearTimeout(notice.t);
+  notice.t = setTimeout(() => { n.className = "notice"; }, 4000);
+}
+
+// ---- token and actions ----
+function askToken() {
+  const t = prompt("Bearer token for the admin API (kept in this browser tab only):", "");
+  if (t !== null) {
+    if (t.trim()) sessionStorage.setItem(TOKEN_KEY, t.trim());
+    else sessionStorage.removeItem(TOKEN_KEY);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+async function act(name, action, body) {
+  if (action === "abort" && !confirm("Abort " + name + "? Every request goes back to stable.")) return;
+  const send = () => {
+    const h = { "Content-Type": "application/json" };
+    const t = sessionStorage.getItem(TOKEN_KEY);
+    if (t) h["Authorization"] = "Bearer " + t;
+    return fetch("/api/v1/rollouts/" + encodeURIComponent(name) + "/" + action,
+      { method: "POST", headers: h, body: JSON.stringify(body || {}) });
+  };
+  try {
+    let r = await send();
+    if (r.status === 401) {
+      if (!askToken()) { notice("A token is required for " + action, true); return; }
+      r = await send();
+    }
+    const j = await r.json().catch(() => ({}));
+    if (!r.ok) { notice(action + " " + name + ": " + (j.error || r.status), true); return; }
+    notice(action + " " + name + ": done");
+    refresh();
+  } catch (e) {
+    notice(action + " " + name + ": " + e, true);
+  }
+}
+
+// ---- charts ----
+function thresholds(cond) {
+  const out = [];
+  if (!cond) return out;
+  const re = /(<=|>=|<|>|==)\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/g;
+  let m;
+  while ((m = re.exec(cond)) !== null) out.push(parseFloat(m[2]));
+  return out;
+}
+function t(s) { return new Date(s).getTime(); }
+
+// weightChart draws setWeight (dashed) and actualWeight (solid) as step lines from the
+// rollout's history, with each measurement as a tick coloured by its phase.
+function weightChart(ro) {
+  const W = 1000, H = 150, L = 34, R = 8, T = 8, B = 20;
+  const s = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img",
+    "aria-label": "canary weight over time" });
+  const hist = ro.history || [];
+  const ms = [];
+  for (const run of ro.analysisRuns || []) for (const m of run.metrics || [])
+    for (const x of m.measurements || []) if (x.finishedAt && !x.finishedAt.startsWith("0001")) ms.push(x);
+  const times = hist.map(h => t(h.time)).concat(ms.map(x => t(x.finishedAt)));
+  const now = Math.max(Date.now(), ...times);
+  const t0 = times.length ? Math.min(...times) : now - 60000;
+  const t1 = Math.max(now, t0 + 1000);
+  const X = v => L + (v - t0) / (t1 - t0) * (W - L - R);
+  const Y = w => T + (100 - w) / 100 * (H - T - B);
+  for (const g of [0, 25, 50, 75, 100]) {
+    s.append(svg("line", { x1: L, x2: W - R, y1: Y(g), y2: Y(g), stroke: "#e3e7ee", "stroke-width": 1 }));
+    const lbl = svg("text", { x: 4, y: Y(g) + 3 }); lbl.textContent = g + "%"; s.append(lbl);
+  }
+  const span = Math.round((t1 - t0) / 1000);
+  const lbl = svg("text", { x: W - R - 80, y: H - 5 }); lbl.textContent = "last " + span + " s"; s.append(lbl);
+  for (const [key, stroke, dash, width] of [["setWeight", "#8fb0ea", "5 4", 2], ["actualWeight", "#2a62c9", "", 2.5]]) {
+    if (!hist.length) continue;
+    let d = "";
+    hist.forEach((h, i) => {
+      const x = X(t(h.time)), y = Y(h[key]);
+      d += i === 0 ? `M${x},${y}` : `H${x}V${y}`;
+    });
+    d += `H${X(now)}`;
+    s.append(svg("path", { d, fill: "none", stroke, "stroke-width": width, "stroke-dasharray": dash }));
+  }
+  for (const x of ms) {
+    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00" }[x.phase] || "#6b7385";
+    s.append(svg("line", { x1: X(t(x.finishedAt)), x2: X(t(x.finishedAt)), y1: H - B, y2: H - B + 7, stroke: c, "stroke-width": 3 }));
+  }
+  return s;
+}
+
+// spark draws a metric's recent values as dots (coloured by phase) against the numeric
+// thresholds of its success (green) and failure (red) conditions.
+function spark(m) {
+  const W = 260, H = 54, P = 5;
+  const s = svg("svg", { class: "spark", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": m.name + " measurements" });
+  const pts = (m.measurements || []).filter(x => x.values && x.values.length && isFinite(x.values[0]));
+  const ok = thresholds(m.successCondition), bad = thresholds(m.failureCondition);
+  const vals = pts.map(x => x.values[0]).concat(ok, bad);
+  if (!vals.length) { const tx = svg("text", { x: 8, y: 30 }); tx.textContent = "no data yet"; s.append(tx); return s; }
+  let lo = Math.min(0, ...vals), hi = Math.max(...vals);
+  if (hi === lo) hi = lo + 1;
+  hi += (hi - lo) * 0.1;
+  const Y = v => H - P - (v - lo) / (hi - lo) * (H - 2 * P);
+  const n = Math.max(pts.length, 2);
+  const X = i => P + i / (n - 1) * (W - 2 * P);
+  for (const [list, c] of [[ok, "#1a8f4c"], [bad, "#c8332c"]]) for (const v of list) {
+    s.append(svg("line", { x1: 0, x2: W, y1: Y(v), y2: Y(v), stroke: c, "stroke-dasharray": "4 3", "stroke-width": 1 }));
+    const tx = svg("text", { x: W - 44, y: Y(v) - 2 }); tx.textContent = String(v); s.append(tx);
+  }
+  if (pts.length > 1) {
+    s.append(svg("polyline", { points: pts.map((x, i) => X(i) + "," + Y(x.values[0])).join(" "), fill: "none", stroke: "#9aa4b8" }));
+  }
+  pts.forEach((x, i) => {
+    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00" }[x.phase] || "#6b7385";
+    const dot = svg("circle", { cx: X(i), cy: Y(x.values[0]), r: 3.5, fill: c });
+    const tip = svg("title"); tip.textContent = x.value + " — " + (x.message || x.phase); dot.append(tip);
+    s.append(dot);
+  });
+  return s;
+}
+
+// ---- rendering ----
+function weightBar(ro) {
+  const b = el("div", { class: "bar", title: `set ${ro.setWeight}% / applied ${ro.actualWeight}%` });
+  const set = el("div", { class: "set" }); set.style.width = Math.max(0, Math.min(100, ro.setWeight)) + "%";
+  const a = el("div", { class: "act" }); a.style.width = Math.max(0, Math.min(100, ro.actualWeight)) + "%";
+  b.append(set, a);
+  return b;
+}
+function rolloutCard(ro) {
+  const actions = el("div", { class: "actions" },
+    el("button", { type: "button", class: "primary", onclick: () => act(ro.name, "promote", {}) }, "Promote"),
+    el("button", { type: "button", onclick: () => act(ro.name, "promote", { full: true }) }, "Promote full"),
+    el("button", { type: "button", class: "danger", onclick: () => act(ro.name, "abort") }, "Abort"),
+    el("button", { type: "button", onclick: () => act(ro.name, "retry") }, "Retry"),
+    el("button", { type: "button", onclick: () => act(ro.name, "start") }, "Start"));
+  const card = el("div", { class: "card rollout", "data-name": ro.name },
+    el("div", { class: "card-head" },
+      el("h3", {}, ro.name),
+      el("span", { class: "badge phase " + ro.phase }, ro.phase),
+      ro.aborted ? el("span", { class: "badge Degraded" }, "aborted") : null,
+      actions),
+    el("div", { class: "facts" },
+      el("span", {}, "step ", el("b", { class: "step" }, `${ro.step}/${ro.steps}`)),
+      el("span", {}, "weight ", el("b", { class: "weight" }, `${ro.setWeight}%`), " set, ", el("b", {}, `${ro.actualWeight}%`), " applied"),
+      el("span", {}, "stable ", el("b", {}, ro.stableService || "-"), " → canary ", el("b", {}, ro.canaryService || "-")),
+      ro.abortLatencySeconds != null ? el("span", {}, "abort applied in ", el("b", {}, ro.abortLatencySeconds.toFixed(3) + " s")) : null,
+      ro.pauseEndsAt ? el("span", {}, "pause ends ", el("b", {}, new Date(ro.pauseEndsAt).toLocaleTimeString())) : null),
+    weightBar(ro),
+    ro.message ? el("div", { class: "message" }, ro.message) : null,
+    weightChart(ro),
+    el("div", { class: "legend" }, el("span", {}, el("i", { class: "sw set" }), "set weight"),
+      el("span", {}, el("i", { class: "sw act" }), "applied weight"), el("span", {}, "ticks: measurements")));
+  for (const run of ro.analysisRuns || []) {
+    card.append(el("div", { class: "run-title" }, `Analysis ${run.name} (${run.kind}, step ${run.step + 1}) `,
+      el("span", { class: "badge " + run.phase }, run.phase), " ", el("span", { class: "why" }, run.message || "")));
+    const tb = el("tbody");
+    for (const m of run.metrics || []) {
+      const last = (m.measurements || [])[m.measurements ? m.measurements.length - 1 : 0];
+      const cond = [];
+      if (m.successCondition) cond.push(el("div", {}, "success: ", el("code", {}, m.successCondition)));
+      if (m.failureCondition) cond.push(el("div", {}, "failure: ", el("code", {}, m.failureCondition)));
+      tb.append(el("tr", {},
+        el("td", {}, el("b", {}, m.name), m.dryRun ? " (dry run)" : "", el("div", { class: "why" }, m.provider || "")),
+        el("td", {}, ...cond),
+        el("td", {}, el("span", { class: "badge " + m.phase }, m.phase),
+          el("div", { class: "why" }, `${m.successful} ok · ${m.failed} failed · ${m.inconclusive} inconclusive · ${m.error} error`)),
+        el("td", {}, last ? el("code", { class: "value" }, last.value) : "-",
+          el("div", { class: "why" }, (last && last.message) || m.message || "")),
+        el("td", {}, spark(m))));
+    }
+    card.append(el("table", {}, el("thead", {}, el("tr", {},
+      el("th", {}, "metric"), el("th", {}, "condition"), el("th", {}, "phase"), el("th", {}, "latest"), el("th", {}, "recent values"))), tb));
+  }
+  return card;
+}
+function render() {
+  const root = document.getElementById("rollouts");
+  root.replaceChildren();
+  if (!rollouts.length) { root.append(el("p", { class: "empty" }, "No rollouts configured.")); return; }
+  for (const ro of rollouts) root.append(rolloutCard(ro));
+}
+function renderNodes(nodes) {
+  const root = document.getElementById("nodes");
+  root.replaceChildren();
+  if (!Array.isArray(nodes) || !nodes.length) {
+    root.append(el("p", { class: "empty" }, "No xDS clients connected (or xDS not configured)."));
+    return;
+  }
+  const keys = [];
+  for (const n of nodes) for (const k of Object.keys(n)) if (!keys.includes(k)) keys.push(k);
+  const fmt = v => v == null ? "" : (typeof v === "object" ? JSON.stringify(v) : String(v));
+  const tb = el("tbody");
+  for (const n of nodes) {
+    const nack = Object.keys(n).some(k => /nack|error/i.test(k) && n[k]);
+    tb.append(el("tr", { class: nack ? "nack" : "ack" }, ...keys.map(k => el("td", {}, fmt(n[k])))));
+  }
+  root.append(el("div", { class: "card" }, el("table", {}, el("thead", {}, el("tr", {}, ...keys.map(k => el("th", {}, k)))), tb)));
+}
+
+// ---- data ----
+async function refresh() {
+  try {
+    const r = await fetch("/api/v1/rollouts", { cache: "no-store" });
+    if (r.ok) { rollouts = await r.json(); render(); }
+  } catch (e) { /* the event stream reports the connection state */ }
+}
+async function refreshNodes() {
+  try {
+    const r = await fetch("/api/v1/xds/nodes", { cache: "no-store" });
+    if (r.ok) renderNodes(await r.json());
+  } catch (e) { /* keep the last view */ }
+}
+function connect() {
+  const conn = document.getElementById("conn");
+  if (!window.EventSource) { setInterval(refresh, 2000); refresh(); return; }
+  const es = new EventSource("/api/v1/events");
+  es.addEventListener("rollouts", ev => {
+    conn.textContent = "live"; conn.className = "conn live";
+    rollouts = JSON.parse(ev.data); render();
+  });
+  es.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn"; };
+}
+document.getElementById("token-btn").addEventListener("click", () => {
+  askToken();
+  notice(sessionStorage.getItem(TOKEN_KEY) ? "Token set for this tab" : "Token cleared");
+});
+connect();
+refresh();
+refreshNodes();
+setInterval(refreshNodes, 2000);
+setInterval(() => { if (rollouts.length) render(); }, 5000); // keep the time axis moving

@@ -1,0 +1,350 @@
+// Package router is Sluice's native data plane for teams without a mesh: it serves every
+// Listener of a model.Snapshot, splits each route between clusters by weight (exactly, with
+// a lock-free smooth weighted round robin), honours header routes, internal-traffic markers
+// and sticky-session cookies, mirrors requests, health-checks and ejects endpoints, and
+// measures each route and cluster in the series the analyzer queries.
+//
+// The routing table is immutable: Apply builds and validates a new one and swaps it in
+// atomically, so a weight change applies to the very next request and a bad snapshot is
+// refused while the old table keeps serving. Endpoint state (health, ejection, warm-up)
+// is kept per cluster and address across Apply.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sluice-mesh/sluice/model"
+)
+
+// Options configures a Router. The zero value of every knob picks a sensible default.
+type Options struct {
+	// Logger receives the router's logs; nil: no logs.
+	Logger *zap.Logger
+	// Registerer receives the router's metrics; nil: a private registry.
+	Registerer prometheus.Registerer
+	// Now is the clock used for warm-up and ejection; nil: time.Now. Tests inject one.
+	Now func() time.Time
+	// MaxIdleConnsPerHost bounds idle upstream keep-alive connections per endpoint
+	// (default 1024; never Go's default of 2, which halves throughput).
+	MaxIdleConnsPerHost int
+	// DrainTimeout bounds how long a removed listener drains in-flight requests
+	// before its connections are closed (default 30s).
+	DrainTimeout time.Duration
+	// MaxMirrorsInFlight bounds concurrent mirror requests; beyond it mirrors are
+	// dropped and counted (default 256).
+	MaxMirrorsInFlight int
+	// MaxMirrorBody is the largest request body copied to a mirror (default 1 MiB);
+	// larger requests are forwarded but not mirrored.
+	MaxMirrorBody int64
+}
+
+// Router serves the listeners of the latest applied snapshot.
+type Router struct {
+	opts    Options
+	log     *zap.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	table atomic.Pointer[table]
+
+	applyMu   sync.Mutex // serialises Apply and Shutdown
+	servers   map[string]*listenerServer
+	endpoints map[string]*endpoint
+	closed    bool
+
+	trMu       sync.Mutex
+	transports map[string]http.RoundTripper
+	hcClient   *http.Client
+
+	mirrorSem chan struct{}
+	bg        sync.WaitGroup // mirrors and draining listeners
+
+	verMu   sync.Mutex
+	applied uint64
+	hasVer  bool
+	verCh   chan struct{} // closed and replaced on every successful Apply
+}
+
+type listenerServer struct {
+	addr string
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// New returns a Router that serves nothing until the first Apply.
+func New(opts Options) (*Router, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxIdleConnsPerHost <= 0 {
+		opts.MaxIdleConnsPerHost = 1024
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
+	}
+	if opts.MaxMirrorsInFlight <= 0 {
+		opts.MaxMirrorsInFlight = 256
+	}
+	if opts.MaxMirrorBody <= 0 {
+		opts.MaxMirrorBody = 1 << 20
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
+	return &Router{
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Now,
+		metrics:    m,
+		servers:    map[string]*listenerServer{},
+		endpoints:  map[string]*endpoint{},
+		transports: map[string]http.RoundTripper{},
+		hcClient: &http.Client{
+			Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true},
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		mirrorSem: make(chan struct{}, opts.MaxMirrorsInFlight),
+		verCh:     make(chan struct{}),
+	}, nil
+}
+
+// ErrClosed is returned by Apply after Shutdown.
+var ErrClosed = errors.New("router: shut down")
+
+// Apply builds and validates a routing table from s, binds the addresses of new
+// listeners, swaps the table in atomically and closes (draining) listeners that s no
+// longer declares. On any error nothing changes and the previous table keeps serving.
+// A listener's limits are fixed when its address is first bound.
+func (r *Router) Apply(s *model.Snapshot) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	t, err := r.build(s)
+	if err != nil {
+		r.metrics.applyErr.Inc()
+		r.log.Error("snapshot refused, previous table keeps serving", zap.Error(err))
+		return fmt.Errorf("router: snapshot refused: %w", err)
+	}
+	var fresh []*listenerServer
+	for addr, lt := range t.listeners {
+		if _, ok := r.servers[addr]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, f := range fresh {
+				f.ln.Close()
+			}
+			r.metrics.applyErr.Inc()
+			r.log.Error("snapshot refused, previous table keeps serving", zap.Error(err))
+			return fmt.Errorf("router: snapshot refused: listener %s: %w", lt.name, err)
+		}
+		fresh = append(fresh, r.newServer(addr, ln, lt.limits))
+	}
+	for _, u := range t.upstreams {
+		for _, e := range u.eps {
+			e.configure(&u.cfg)
+			e.startHealthCheck(u.cfg.HealthCheck, r.hcClient)
+		}
+	}
+	r.table.Store(t)
+	for _, ls := range fresh {
+		r.servers[ls.addr] = ls
+		go ls.serve()
+		r.log.Info("listener bound", zap.String("address", ls.ln.Addr().String()))
+	}
+	for key, e := range r.endpoints {
+		if _, ok := t.endpoints[key]; !ok {
+			e.stopHealthCheck()
+			r.metrics.healthy.DeleteLabelValues(e.cluster, e.addr)
+		}
+	}
+	r.endpoints = t.endpoints
+	for addr, ls := range r.servers {
+		if _, ok := t.listeners[addr]; ok {
+			continue
+		}
+		delete(r.servers, addr)
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), r.opts.DrainTimeout)
+			defer cancel()
+			ls.shutdown(ctx)
+		}()
+	}
+	r.metrics.version.Set(float64(t.version))
+	r.verMu.Lock()
+	r.applied, r.hasVer = t.version, true
+	close(r.verCh)
+	r.verCh = make(chan struct{})
+	r.verMu.Unlock()
+	r.log.Info("routing table applied", zap.Uint64("version", t.version))
+	return nil
+}
+
+// WaitApplied returns nil once a snapshot with Version >= version serves traffic (the
+// router applies synchronously, so after a successful Apply this returns at once).
+func (r *Router) WaitApplied(ctx context.Context, version uint64) error {
+	for {
+		r.verMu.Lock()
+		ok := r.hasVer && r.applied >= version
+		ch := r.verCh
+		r.verMu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Ready reports whether a snapshot is applied and every listener is bound.
+func (r *Router) Ready() bool {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	t := r.table.Load()
+	if t == nil || r.closed {
+		return false
+	}
+	for addr := range t.listeners {
+		if r.servers[addr] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Addr returns the bound address of the listener configured with address addr (useful
+// when addr has port 0), or "" when no such listener is bound.
+func (r *Router) Addr(addr string) string {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if ls := r.servers[addr]; ls != nil {
+		return ls.ln.Addr().String()
+	}
+	return ""
+}
+
+// HealthHandler serves /healthz (200 while the process runs) and /readyz (200 once Ready,
+// else 503), for the admin server.
+func (r *Router) HealthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !r.Ready() {
+			http.Error(w, "not ready: no snapshot applied or a listener is not bound", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Shutdown stops accepting connections on every listener and waits for in-flight
+// requests (and mirrors) to finish, or for ctx to end, after which remaining
+// connections are closed. Apply fails afterwards.
+func (r *Router) Shutdown(ctx context.Context) error {
+	r.applyMu.Lock()
+	r.closed = true
+	servers := r.servers
+	r.servers = map[string]*listenerServer{}
+	eps := r.endpoints
+	r.applyMu.Unlock()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(servers))
+	for _, ls := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ls.shutdown(ctx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	for _, e := range eps {
+		e.stopHealthCheck()
+	}
+	done := make(chan struct{})
+	go func() { r.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	r.trMu.Lock()
+	for _, t := range r.transports {
+		if c, ok := t.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
+	r.trMu.Unlock()
+	r.hcClient.CloseIdleConnections()
+	close(errs)
+	return errors.Join(<-errs, ctx.Err())
+}
+
+func (r *Router) newServer(addr string, ln net.Listener, lim model.Limits) *listenerServer {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
+	idle := lim.IdleTimeout
+	if idle <= 0 {
+		idle = 120 * time.Second
+	}
+	rht := lim.ReadTimeout
+	if rht <= 0 {
+		rht = 30 * time.Second
+	}
+	ls := &listenerServer{addr: addr, ln: ln, done: make(chan struct{})}
+	ls.srv = &http.Server{
+		Handler:           &listenerHandler{r: r, addr: addr, proxy: r.newProxy()},
+		MaxHeaderBytes:    lim.MaxHeaderBytes, // 0: net/http's 1 MiB default
+		IdleTimeout:       idle,
+		ReadHeaderTimeout: rht,
+		Protocols:         &p,
+		ErrorLog:          zap.NewStdLog(r.log.Named("http")),
+	}
+	return ls
+}
+
+func (ls *listenerServer) serve() {
+	defer close(ls.done)
+	ls.srv.Serve(ls.ln)
+}
+
+func (ls *listenerServer) shutdown(ctx context.Context) error {
+	err := ls.srv.Shutdown(ctx)
+	if err != nil {
+		ls.srv.Close()
+	}
+	<-ls.done
+	return err
+}

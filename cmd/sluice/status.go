@@ -179,6 +179,8 @@ func phaseMark(p analyzer.MeasurementPhase) string {
 		return "?"
 	case analyzer.MeasurementRunning:
 		return "…"
+	case "LowTraffic": // too few requests in the window: not counted, measured again
+		return "~"
 	}
 	return "·"
 }

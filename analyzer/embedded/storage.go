@@ -4,7 +4,9 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strconv"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -97,11 +99,35 @@ func sortedKeys(m map[string]struct{}) []string {
 
 func matchAll(l labels.Labels, matchers []*labels.Matcher) bool {
 	for _, m := range matchers {
-		if !m.Matches(l.Get(m.Name)) {
+		if !matches(m, l.Get(m.Name)) {
 			return false
 		}
 	}
 	return true
+}
+
+// matches is m.Matches(v), except that le and quantile values are compared in both
+// spellings: Prometheus 3 stores le="1.0" where Prometheus 2 stored le="1", and
+// queries written for either must keep working. Values here are stored the
+// Prometheus 3 way, so `le="1"` and `le="1.0"` both select the 1 s bucket.
+func matches(m *labels.Matcher, v string) bool {
+	ok := m.Matches(v)
+	if (m.Name != model.BucketLabel && m.Name != model.QuantileLabel) ||
+		(m.Type != labels.MatchEqual && m.Type != labels.MatchNotEqual) {
+		return ok
+	}
+	f, err := strconv.ParseFloat(m.Value, 64)
+	if err != nil {
+		return ok
+	}
+	norm := labels.FormatOpenMetricsFloat(f)
+	if norm == m.Value {
+		return ok
+	}
+	if m.Type == labels.MatchEqual {
+		return ok || v == norm
+	}
+	return ok && v != norm
 }
 
 // window returns the samples with mint <= t <= maxt. The result shares the series'

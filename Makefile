@@ -26,5 +26,9 @@ lint: ## gofmt and go vet
 bench-embedded: ## Embedded PromQL: query time, collect time, heap for 450 series x 10 min
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./analyzer/embedded
 
+bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wrk when missing; ~3 min)
+	$(GO) test -run '^$$' -bench . -benchtime 200000x ./router
+	$(GO) run ./bench/router -rounds $(or $(ROUNDS),5) -readme bench/README.md
+
 clean: ## Remove build output
 	rm -rf bin

@@ -1,6 +1,3 @@
-// Package analyzer runs rollouts: it walks each Rollout's steps, measures the canary,
-// and promotes or aborts. It is the only writer of weights: every decision becomes a new
-// model.Snapshot that the data planes (router, xDS) apply.
 package analyzer
 
 import "time"
@@ -27,6 +24,9 @@ const (
 	MeasurementFailed       MeasurementPhase = "Failed"
 	MeasurementInconclusive MeasurementPhase = "Inconclusive"
 	MeasurementError        MeasurementPhase = "Error"
+	// MeasurementLowTraffic: a compared cluster served fewer requests than the metric's
+	// minimum in the window; the measurement does not count and the metric waits.
+	MeasurementLowTraffic MeasurementPhase = "LowTraffic"
 )
 
 // RolloutStatus is the JSON shape of GET /api/v1/rollouts/{name}.

@@ -1,0 +1,66 @@
+package analyzer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the analyzer's Prometheus series.
+type metrics struct {
+	phase        *prometheus.GaugeVec
+	weight       *prometheus.GaugeVec
+	measurements *prometheus.CounterVec
+	events       *prometheus.CounterVec
+	abortLatency prometheus.Histogram
+}
+
+var allPhases = []Phase{PhaseProgressing, PhasePaused, PhaseHealthy, PhaseDegraded}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		phase: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_rollout_phase", Help: "1 for the rollout's current phase, 0 for the others.",
+		}, []string{"rollout", "phase"}),
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_rollout_weight", Help: "Canary weight: kind=set is wanted, kind=actual is applied by every data plane.",
+		}, []string{"rollout", "kind"}),
+		measurements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_analysis_measurements_total", Help: "Analysis measurements by outcome.",
+		}, []string{"rollout", "metric", "phase"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_rollout_events_total", Help: "Rollout events (started, stepCompleted, paused, aborted, promoted, analysisFailed).",
+		}, []string{"rollout", "type"}),
+		abortLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_rollout_abort_latency_seconds",
+			Help:    "From the measurement (or command) causing an abort to the zero canary weight applied by every data plane.",
+			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) setRollout(st *State) {
+	for _, p := range allPhases {
+		v := 0.0
+		if st.Phase == p {
+			v = 1
+		}
+		m.phase.WithLabelValues(st.Rollout, string(p)).Set(v)
+	}
+	m.weight.WithLabelValues(st.Rollout, "set").Set(float64(st.SetWeight))
+	m.weight.WithLabelValues(st.Rollout, "actual").Set(float64(max(st.ActualWeight, 0)))
+}
+
+func (m *metrics) forget(rollout string) {
+	l := prometheus.Labels{"rollout": rollout}
+	m.phase.DeletePartialMatch(l)
+	m.weight.DeletePartialMatch(l)
+	m.measurements.DeletePartialMatch(l)
+	m.events.DeletePartialMatch(l)
+}

@@ -154,6 +154,8 @@ type PrometheusProvider struct {
 	Address string
 	Query   string
 	Timeout time.Duration
+	// Headers are sent with every query (Argo's headers: [{key, value}]).
+	Headers map[string]string
 	// Auth, when set, is read from a file or the environment at query time, never logged.
 	BasicAuthUser         string
 	BasicAuthPasswordFile string

@@ -1,0 +1,121 @@
+package analyzer
+
+import (
+	"context"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	pmodel "github.com/prometheus/common/model"
+
+	"github.com/sluice-mesh/sluice/model"
+)
+
+// fakeQuerier answers queries from a map; requests queries by cluster.
+type fakeQuerier struct {
+	values   map[string]pmodel.Value
+	requests map[string]float64
+	err      error
+}
+
+func (f *fakeQuerier) Query(ctx context.Context, q string, ts time.Time) (pmodel.Value, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if strings.Contains(q, "increase(http_requests_total") {
+		for c, n := range f.requests {
+			if strings.Contains(q, `"`+c+`"`) {
+				return pmodel.Vector{{Value: pmodel.SampleValue(n)}}, nil
+			}
+		}
+		return pmodel.Vector{}, nil
+	}
+	return f.values[q], nil
+}
+
+func embeddedMetric(query, success, failure string) model.Metric {
+	return model.Metric{Name: "m", Interval: 30 * time.Second, SuccessCondition: success, FailureCondition: failure,
+		Provider: model.Provider{Prometheus: &model.PrometheusProvider{Query: query}}}
+}
+
+func TestProviderMeasurerEmbedded(t *testing.T) {
+	q := &fakeQuerier{
+		values: map[string]pmodel.Value{
+			"ok":    pmodel.Vector{{Value: 0.01}},
+			"bad":   pmodel.Vector{{Value: 0.3}},
+			"mid":   pmodel.Vector{{Value: 0.07}},
+			"empty": pmodel.Vector{},
+			"nan":   pmodel.Vector{{Value: pmodel.SampleValue(math.NaN())}},
+			"sc":    &pmodel.Scalar{Value: 2},
+		},
+		requests: map[string]float64{"stable": 500, "canary": 50},
+	}
+	pm := &ProviderMeasurer{Embedded: q}
+	req := func(m model.Metric, min int) MeasureRequest {
+		return MeasureRequest{Rollout: canary(), Stable: "stable", Canary: "canary", Kind: KindInline, Metric: m, MinRequests: min, Now: t0}
+	}
+	cases := []struct {
+		name   string
+		metric model.Metric
+		min    int
+		want   MeasurementPhase
+	}{
+		{"success", embeddedMetric("ok", "result[0] < 0.05", ""), 20, MeasurementSuccessful},
+		{"failed", embeddedMetric("bad", "result[0] < 0.05", ""), 20, MeasurementFailed},
+		{"between conditions", embeddedMetric("mid", "result[0] < 0.05", "result[0] > 0.1"), 0, MeasurementInconclusive},
+		{"failure only", embeddedMetric("bad", "", "result[0] > 0.1"), 0, MeasurementFailed},
+		{"empty is no data", embeddedMetric("empty", "result[0] < 0.05", ""), 0, MeasurementInconclusive},
+		{"NaN is no data", embeddedMetric("nan", "result[0] < 0.05", ""), 0, MeasurementInconclusive},
+		{"guarded empty", embeddedMetric("empty", "len(result) == 0 || result[0] < 0.05", ""), 0, MeasurementSuccessful},
+		{"scalar", embeddedMetric("sc", "result == 2", ""), 0, MeasurementSuccessful},
+		{"low canary traffic", embeddedMetric("ok", "result[0] < 0.05", ""), 100, MeasurementLowTraffic},
+		{"bad condition", embeddedMetric("ok", "result[0] <", ""), 0, MeasurementError},
+	}
+	for _, c := range cases {
+		ms := pm.Measure(context.Background(), req(c.metric, c.min))
+		if ms.Phase != c.want {
+			t.Errorf("%s: %s (%s), want %s", c.name, ms.Phase, ms.Message, c.want)
+		}
+	}
+	q.err = errors.New("connection refused")
+	if ms := pm.Measure(context.Background(), req(embeddedMetric("ok", "result[0] < 0.05", ""), 0)); ms.Phase != MeasurementError {
+		t.Fatalf("outage: %+v", ms)
+	}
+	if ms := (&ProviderMeasurer{}).Measure(context.Background(), req(embeddedMetric("ok", "", ""), 0)); ms.Phase != MeasurementError {
+		t.Fatalf("no embedded store: %+v", ms)
+	}
+	judge := model.Metric{Name: "j", Provider: model.Provider{Judge: &model.JudgeProvider{Signal: "errors"}}}
+	if ms := pm.Measure(context.Background(), req(judge, 0)); ms.Phase != MeasurementError || !strings.Contains(ms.Message, "not available") {
+		t.Fatalf("judge without factory: %+v", ms)
+	}
+}
+
+type fakeJudge struct{ calls int }
+
+func (f *fakeJudge) Update(ctx context.Context, now time.Time) Measurement {
+	f.calls++
+	if f.calls < 3 {
+		return Measurement{Phase: MeasurementRunning, Message: "collecting"}
+	}
+	return Measurement{Phase: MeasurementSuccessful, Details: map[string]float64{"estimate": 1}}
+}
+
+func TestProviderMeasurerJudgeSessionPerRun(t *testing.T) {
+	var created []string
+	fj := &fakeJudge{}
+	pm := &ProviderMeasurer{Judge: func(m model.Metric, base, can string) (JudgeSession, error) {
+		created = append(created, base+"/"+can)
+		return fj, nil
+	}}
+	m := model.Metric{Name: "j", Provider: model.Provider{Judge: &model.JudgeProvider{Signal: "errors"}}}
+	r := MeasureRequest{Rollout: canary(), Stable: "stable", Canary: "canary", Run: 1, Metric: m, Now: t0}
+	var phases []MeasurementPhase
+	for i := 0; i < 3; i++ {
+		phases = append(phases, pm.Measure(context.Background(), r).Phase)
+	}
+	if len(created) != 1 || created[0] != "stable/canary" || phases[0] != MeasurementRunning || phases[2] != MeasurementSuccessful {
+		t.Fatalf("created %v phases %v", created, phases)
+	}
+}

@@ -1,0 +1,689 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluice-mesh/sluice/internal/condition"
+	"github.com/sluice-mesh/sluice/model"
+)
+
+// Metric defaults (Argo's).
+const (
+	DefaultConsecutiveErrorLimit = 4
+	DefaultFailureLimit          = 0
+	DefaultInconclusiveLimit     = 0
+)
+
+// Judge (plugin sluice/judge) defaults.
+const (
+	DefaultJudgeAlpha             = 0.01
+	DefaultJudgeRelativeTolerance = 1.2
+	DefaultJudgeErrorsAbsTol      = 0.001 // 0.1 percentage points
+	DefaultJudgeLatencyAbsTol     = 0.010 // seconds
+	DefaultJudgeQuantile          = 0.95
+	DefaultJudgeMinSamples        = 100
+	// JudgePlugin is the plugin name under provider.plugin.
+	JudgePlugin = "sluice/judge"
+)
+
+// providerKinds Argo has that Sluice does not run.
+var otherProviders = []string{"job", "datadog", "newRelic", "wavefront", "kayenta", "cloudWatch", "graphite", "influxdb", "skywalking"}
+
+var argRef = regexp.MustCompile(`\{\{\s*args\.([^}\s]+)\s*\}\}`)
+
+type argDef struct {
+	name  string
+	value *string
+	at    *yaml.Node
+}
+
+type templateDoc struct {
+	d           *dec
+	t           model.AnalysisTemplate
+	metricsNode *yaml.Node
+	args        []argDef
+	dryRun      []*regexp.Regexp
+}
+
+func (l *loader) template(d *dec, name string, cluster bool, pos model.Pos, spec *obj) {
+	kind := "AnalysisTemplate"
+	if cluster {
+		kind = "ClusterAnalysisTemplate"
+	}
+	td := &templateDoc{d: d, t: model.AnalysisTemplate{Name: name, ClusterScope: cluster, Pos: pos}}
+	declared := map[string]bool{}
+	for i, an := range d.list(spec.get("args"), spec.sub("args")) {
+		ao := d.object(an, an, spec.sub("args")+"["+strconv.Itoa(i)+"]")
+		a := argDef{at: an}
+		if ao.require("name", "name the argument") {
+			a.name = d.strField(ao, "name")
+		}
+		if v := ao.get("value"); v != nil && !isNull(v) {
+			if s, ok := d.text(v, ao.sub("value")); ok {
+				a.value = &s
+			}
+		}
+		ao.ignore("Sluice reads no Kubernetes secrets or fields; pass the value from the Rollout's args instead", "valueFrom")
+		ao.end()
+		if a.name == "" {
+			continue
+		}
+		if declared[a.name] {
+			d.errf(an, CodeReference, "%s: argument %q is declared twice; keep one", ao.path, a.name)
+			continue
+		}
+		declared[a.name] = true
+		td.args = append(td.args, a)
+		td.t.Args = append(td.t.Args, model.Arg{Name: a.name, Value: a.value})
+	}
+	for i, dn := range d.list(spec.get("dryRun"), spec.sub("dryRun")) {
+		do := d.object(dn, dn, spec.sub("dryRun")+"["+strconv.Itoa(i)+"]")
+		if do.require("metricName", "name the metric (or a regular expression such as .*)") {
+			pat := d.strField(do, "metricName")
+			if re, err := regexp.Compile("^(?:" + pat + ")$"); err != nil {
+				d.errf(do.get("metricName"), CodeValue, "%s: %q is not a regular expression: %v", do.sub("metricName"), pat, err)
+			} else {
+				td.dryRun = append(td.dryRun, re)
+				td.t.DryRun = append(td.t.DryRun, pat)
+			}
+		}
+		do.end()
+	}
+	spec.ignore("Sluice keeps a bounded number of measurements of its own", "measurementRetention")
+	mn := spec.get("metrics")
+	if mn == nil || isNull(mn) {
+		spec.require("metrics", "list at least one metric")
+	}
+	td.metricsNode = mn
+	d.allowArgs = true
+	td.t.Metrics = l.metrics(d, mn, spec.sub("metrics"))
+	d.allowArgs = false
+	// Every {{args.X}} must name a declared argument.
+	walkStrings(d, mn, func(n *yaml.Node) {
+		for _, m := range argRef.FindAllStringSubmatch(n.Value, -1) {
+			if !declared[m[1]] {
+				d.errf(n, CodeReference, "{{args.%s}} names no argument of %s %q; declare it in spec.args", m[1], kind, name)
+			}
+		}
+	})
+	spec.end()
+	k := tkey{name, cluster}
+	if prev, dup := l.templates[k]; dup {
+		d.add(pos.Line, SeverityError, CodeReference, "%s %q is already defined at %s; rename one of them", kind, name, prev.t.Pos)
+		return
+	}
+	l.templates[k] = td
+	l.cfg.Templates = append(l.cfg.Templates, td.t)
+}
+
+// walkStrings calls f for every string scalar under n.
+func walkStrings(d *dec, n *yaml.Node, f func(*yaml.Node)) {
+	n = d.resolve(n)
+	if n == nil {
+		return
+	}
+	if n.Kind == yaml.ScalarNode {
+		if n.Tag == "!!str" {
+			f(n)
+		}
+		return
+	}
+	for _, c := range n.Content {
+		walkStrings(d, c, f)
+	}
+}
+
+// metrics decodes spec.metrics; metrics whose provider Sluice does not run are dropped
+// (with a warning).
+func (l *loader) metrics(d *dec, n *yaml.Node, path string) []model.Metric {
+	var out []model.Metric
+	names := map[string]int{}
+	list := d.list(n, path)
+	if n != nil && !isNull(d.resolve(n)) && len(list) == 0 && d.resolve(n) != nil && d.resolve(n).Kind == yaml.SequenceNode {
+		d.errf(n, CodeSchema, "%s: list at least one metric", path)
+	}
+	for i, mn := range list {
+		o := d.object(mn, mn, path+"["+strconv.Itoa(i)+"]")
+		m, keep := l.metric(d, o)
+		o.end()
+		if m.Name != "" {
+			if prev, dup := names[m.Name]; dup {
+				d.errf(o.key("name"), CodeReference, "%s.name: %q is also the name of metric %d; metric names must be unique", o.path, m.Name, prev)
+			}
+			names[m.Name] = i
+		}
+		if keep {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (l *loader) metric(d *dec, o *obj) (model.Metric, bool) {
+	m := model.Metric{
+		FailureLimit:          DefaultFailureLimit,
+		InconclusiveLimit:     DefaultInconclusiveLimit,
+		ConsecutiveErrorLimit: DefaultConsecutiveErrorLimit,
+		Pos:                   d.pos(o.at),
+	}
+	if o.require("name", "name the metric") {
+		m.Name = d.strField(o, "name")
+	}
+	m.Interval = d.dur(o, "interval", 0)
+	m.InitialDelay = d.dur(o, "initialDelay", 0)
+	m.Count = d.nonNegative(o, "count", 0)
+	for _, c := range []struct {
+		field string
+		dst   *string
+	}{{"successCondition", &m.SuccessCondition}, {"failureCondition", &m.FailureCondition}} {
+		v := o.get(c.field)
+		if v == nil {
+			continue
+		}
+		s, ok := d.str(v, o.sub(c.field))
+		if !ok {
+			continue
+		}
+		*c.dst = s
+		if s == "" || (d.allowArgs && hasArgRef(s)) {
+			continue
+		}
+		if _, err := condition.Compile(s); err != nil {
+			d.errf(v, CodeValue, "%s: %q does not compile: %v", o.sub(c.field), s, err)
+		}
+	}
+	if v := o.get("failureLimit"); v != nil {
+		if n, ok := d.integer(v, o.sub("failureLimit")); ok {
+			if n < -1 {
+				d.errf(v, CodeValue, "%s: %d is invalid; use 0 or more, or -1 to never fail on failed measurements", o.sub("failureLimit"), n)
+			} else {
+				m.FailureLimit = n
+			}
+		}
+	}
+	m.InconclusiveLimit = d.nonNegative(o, "inconclusiveLimit", DefaultInconclusiveLimit)
+	m.ConsecutiveErrorLimit = d.nonNegative(o, "consecutiveErrorLimit", DefaultConsecutiveErrorLimit)
+	m.MinRequests = d.nonNegative(o, "minRequests", 0)
+	if m.Count > 0 {
+		if m.FailureLimit > m.Count {
+			d.errf(o.key("failureLimit"), CodeValue, "%s: count (%d) must be >= failureLimit (%d), as in Argo; raise count or lower failureLimit", o.path, m.Count, m.FailureLimit)
+		} else if m.FailureLimit == m.Count && o.has("failureLimit") {
+			d.warnf(o.key("failureLimit"), CodeSuspicious, "%s: failureLimit (%d) equals count (%d), so this metric can never fail the analysis; lower failureLimit", o.path, m.FailureLimit, m.Count)
+		}
+		if m.InconclusiveLimit > m.Count {
+			d.errf(o.key("inconclusiveLimit"), CodeValue, "%s: count (%d) must be >= inconclusiveLimit (%d), as in Argo", o.path, m.Count, m.InconclusiveLimit)
+		}
+		if m.Count > 1 && m.Interval == 0 && !(d.allowArgs && o.has("interval")) {
+			d.errf(o.key("count"), CodeSchema, "%s: count is %d but interval is not set; set interval (e.g. 30s), as Argo requires when count > 1", o.path, m.Count)
+		}
+	}
+	o.ignore("planned", "dryRun") // Argo has no per-metric dryRun; it is spec.dryRun
+	p, keep := l.provider(d, o)
+	m.Provider = p
+	return m, keep
+}
+
+func (l *loader) provider(d *dec, o *obj) (model.Provider, bool) {
+	var p model.Provider
+	po := o.obj("provider")
+	if !po.present() {
+		o.require("provider", "set provider.prometheus (no address: Sluice's own metrics), provider.web or provider.plugin: {sluice/judge: ...}")
+		return p, false
+	}
+	var kinds []string
+	for _, k := range po.order {
+		kinds = append(kinds, k)
+	}
+	if len(kinds) > 1 {
+		d.errf(po.at, CodeSchema, "%s: sets %s; set exactly one provider", po.path, strings.Join(kinds, " and "))
+		po.accept(kinds...)
+		return p, false
+	}
+	keep := true
+	switch {
+	case po.has("prometheus"):
+		p.Prometheus = l.prometheus(d, po.obj("prometheus"))
+	case po.has("web"):
+		p.Web = l.web(d, po.obj("web"))
+	case po.has("plugin"):
+		pl := po.obj("plugin")
+		for _, name := range pl.order {
+			if name == JudgePlugin {
+				p.Judge = l.judge(d, pl.obj(name))
+				continue
+			}
+			pl.get(name)
+			d.warnf(pl.key(name), CodeIgnored, "%s: ignored: Sluice does not run provider plugin %s; this metric is skipped", pl.path, name)
+			keep = false
+		}
+		if len(pl.order) != 1 {
+			d.errf(pl.at, CodeSchema, "%s: name exactly one plugin, e.g. %s", pl.path, JudgePlugin)
+			keep = false
+		}
+		pl.end()
+	default:
+		for _, k := range otherProviders {
+			if po.has(k) {
+				po.get(k)
+				d.warnf(po.key(k), CodeIgnored, "%s: ignored: Sluice does not run provider %s; this metric is skipped", po.path, k)
+				keep = false
+			}
+		}
+		if keep {
+			if len(kinds) == 0 {
+				d.errf(po.at, CodeSchema, "%s: empty; set prometheus, web or plugin: {%s: ...}", po.path, JudgePlugin)
+				return p, false
+			}
+		}
+	}
+	po.end()
+	return p, keep && (p.Prometheus != nil || p.Web != nil || p.Judge != nil)
+}
+
+func (d *dec) httpURL(o *obj, field string, required bool, fix string) string {
+	v := o.get(field)
+	if v == nil {
+		if required {
+			o.require(field, fix)
+		}
+		return ""
+	}
+	s, ok := d.str(v, o.sub(field))
+	if !ok || s == "" {
+		return ""
+	}
+	if d.allowArgs && hasArgRef(s) {
+		return s
+	}
+	if !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "https://") {
+		d.errf(v, CodeValue, "%s: %q must start with http:// or https://", o.sub(field), s)
+	}
+	return s
+}
+
+// secondsOrDuration reads Argo's integer seconds, or a duration string.
+func (d *dec) secondsOrDuration(o *obj, field string) time.Duration {
+	return d.dur(o, field, 0)
+}
+
+// keyValues decodes Argo's [{key, value}] header lists.
+func (d *dec) keyValues(o *obj, field string) map[string]string {
+	var out map[string]string
+	for i, hn := range d.list(o.get(field), o.sub(field)) {
+		ho := d.object(hn, hn, o.sub(field)+"["+strconv.Itoa(i)+"]")
+		if ho.require("key", "name the header") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			k := d.strField(ho, "key")
+			v, _ := d.text(ho.get("value"), ho.sub("value"))
+			out[k] = v
+		}
+		ho.end()
+	}
+	return out
+}
+
+func (l *loader) prometheus(d *dec, o *obj) *model.PrometheusProvider {
+	p := &model.PrometheusProvider{}
+	p.Address = d.httpURL(o, "address", false, "")
+	if o.require("query", "write the PromQL query") {
+		p.Query = d.strField(o, "query")
+	}
+	p.Timeout = d.secondsOrDuration(o, "timeout")
+	p.Headers = d.keyValues(o, "headers")
+	if ba := o.obj("basicAuth"); ba.present() {
+		p.BasicAuthUser = d.strField(ba, "username")
+		p.BasicAuthPasswordFile = d.strField(ba, "passwordFile")
+		p.BasicAuthPasswordEnv = d.strField(ba, "passwordEnv")
+		if p.BasicAuthUser == "" || (p.BasicAuthPasswordFile == "") == (p.BasicAuthPasswordEnv == "") {
+			d.errf(ba.at, CodeSchema, "%s: set username and one of passwordFile, passwordEnv", ba.path)
+		}
+		ba.end()
+	}
+	p.BearerTokenFile = d.strField(o, "bearerTokenFile")
+	p.BearerTokenEnv = d.strField(o, "bearerTokenEnv")
+	if p.BearerTokenFile != "" && p.BearerTokenEnv != "" {
+		d.errf(o.key("bearerTokenEnv"), CodeSchema, "%s: set bearerTokenFile or bearerTokenEnv, not both", o.path)
+	}
+	o.ignore("Sluice verifies TLS certificates", "insecure")
+	o.ignore("use basicAuth, bearerTokenFile or bearerTokenEnv (Sluice extensions)", "authentication")
+	o.ignore("planned: Sluice runs instant queries", "rangeQuery")
+	o.end()
+	return p
+}
+
+func (l *loader) web(d *dec, o *obj) *model.WebProvider {
+	w := &model.WebProvider{Method: "GET"}
+	w.URL = d.httpURL(o, "url", true, "give the URL to fetch")
+	if v := o.get("method"); v != nil {
+		if s, ok := d.str(v, o.sub("method")); ok {
+			s = strings.ToUpper(s)
+			if s != "GET" && s != "POST" && s != "PUT" {
+				d.errf(v, CodeValue, "%s: %q is not supported; use GET, POST or PUT", o.sub("method"), s)
+			}
+			w.Method = s
+		}
+	}
+	w.Headers = d.keyValues(o, "headers")
+	w.Body = d.strField(o, "body")
+	if jb := o.get("jsonBody"); jb != nil {
+		var v any
+		if err := jb.Decode(&v); err != nil {
+			d.errf(jb, CodeValue, "%s: %v", o.sub("jsonBody"), err)
+		} else if b, err := json.Marshal(jsonable(v)); err != nil {
+			d.errf(jb, CodeValue, "%s: %v", o.sub("jsonBody"), err)
+		} else {
+			if w.Body != "" {
+				d.errf(jb, CodeSchema, "%s: set body or jsonBody, not both", o.path)
+			}
+			w.Body = string(b)
+		}
+	}
+	w.JSONPath = d.strField(o, "jsonPath")
+	w.Timeout = d.secondsOrDuration(o, "timeoutSeconds")
+	o.ignore("Sluice verifies TLS certificates", "insecure")
+	o.ignore("planned: put credentials in headers", "authentication")
+	o.end()
+	return w
+}
+
+// jsonable turns YAML-decoded maps into JSON-encodable ones.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			x[k] = jsonable(e)
+		}
+	case map[any]any:
+		m := map[string]any{}
+		for k, e := range x {
+			m[fmt.Sprint(k)] = jsonable(e)
+		}
+		return m
+	case []any:
+		for i, e := range x {
+			x[i] = jsonable(e)
+		}
+	}
+	return v
+}
+
+func (l *loader) judge(d *dec, o *obj) *model.JudgeProvider {
+	j := &model.JudgeProvider{
+		Alpha: DefaultJudgeAlpha, RelativeTolerance: DefaultJudgeRelativeTolerance,
+		Quantile: DefaultJudgeQuantile, MinSamples: DefaultJudgeMinSamples,
+	}
+	if o.require("signal", "errors or latency") {
+		if v := o.get("signal"); v != nil {
+			if s, ok := d.str(v, o.sub("signal")); ok {
+				if s != "errors" && s != "latency" {
+					d.errf(v, CodeValue, "%s: %q is not a signal; use errors or latency", o.sub("signal"), s)
+				}
+				j.Signal = s
+			}
+		}
+	}
+	j.Baseline = d.strField(o, "baseline")
+	j.Canary = d.strField(o, "canary")
+	j.PrometheusAddress = d.httpURL(o, "prometheusAddress", false, "")
+	j.AbsoluteTolerance = DefaultJudgeErrorsAbsTol
+	if j.Signal == "latency" {
+		j.AbsoluteTolerance = DefaultJudgeLatencyAbsTol
+	}
+	num := func(field string, dst *float64, ok func(float64) bool, want string) {
+		v := o.get(field)
+		if v == nil {
+			return
+		}
+		if x, good := d.float(v, o.sub(field)); good {
+			if !ok(x) {
+				d.errf(v, CodeValue, "%s: %v is out of range; want %s", o.sub(field), x, want)
+				return
+			}
+			*dst = x
+		}
+	}
+	num("alpha", &j.Alpha, func(x float64) bool { return x > 0 && x <= 0.5 }, "0 < alpha <= 0.5")
+	num("relativeTolerance", &j.RelativeTolerance, func(x float64) bool { return x >= 1 }, "1 or more (1.2: canary may be 1.2x stable)")
+	num("absoluteTolerance", &j.AbsoluteTolerance, func(x float64) bool { return x >= 0 }, "0 or more")
+	num("quantile", &j.Quantile, func(x float64) bool { return x > 0 && x < 1 }, "0 < quantile < 1")
+	j.MinSamples = d.positive(o, "minSamples", DefaultJudgeMinSamples)
+	j.MaxDuration = d.dur(o, "maxDuration", 0)
+	o.end()
+	return j
+}
+
+// analysisRef decodes {templates, args, dryRun} (a step, background or blue/green
+// analysis).
+func (l *loader) analysisRef(rd *rolloutDoc, o *obj, mustEnd bool) *refDoc {
+	d := rd.d
+	ref := &refDoc{ref: &model.AnalysisRef{Pos: d.pos(o.at)}, path: o.path, at: o.at, argAt: map[string]*yaml.Node{}, mustEnd: mustEnd}
+	tl := d.list(o.get("templates"), o.sub("templates"))
+	if len(tl) == 0 {
+		d.errf(o.at, CodeSchema, "%s.templates is required: list the AnalysisTemplates to run, e.g. templates: [{templateName: NAME}]", o.path)
+	}
+	for i, tn := range tl {
+		to := d.object(tn, tn, o.sub("templates")+"["+strconv.Itoa(i)+"]")
+		t := model.TemplateRef{}
+		if to.require("templateName", "name an AnalysisTemplate") {
+			t.Name = d.strField(to, "templateName")
+		}
+		if v := to.get("clusterScope"); v != nil {
+			t.ClusterScope, _ = d.boolean(v, to.sub("clusterScope"))
+		}
+		to.end()
+		if t.Name != "" {
+			ref.ref.Templates = append(ref.ref.Templates, t)
+			ref.templateAt = append(ref.templateAt, to.key("templateName"))
+		}
+	}
+	for i, an := range d.list(o.get("args"), o.sub("args")) {
+		ao := d.object(an, an, o.sub("args")+"["+strconv.Itoa(i)+"]")
+		a := model.Arg{}
+		if ao.require("name", "name the template argument") {
+			a.Name = d.strField(ao, "name")
+		}
+		if v := ao.get("value"); v != nil && !isNull(v) {
+			if s, ok := d.text(v, ao.sub("value")); ok {
+				a.Value = &s
+			}
+		}
+		ao.ignore("Sluice reads no Kubernetes objects; pass a literal value", "valueFrom")
+		ao.end()
+		if a.Name != "" {
+			if _, dup := ref.argAt[a.Name]; dup {
+				d.errf(an, CodeReference, "%s: argument %q is passed twice; keep one", ao.path, a.Name)
+				continue
+			}
+			ref.argAt[a.Name] = an
+			ref.ref.Args = append(ref.ref.Args, a)
+		}
+	}
+	for i, dn := range d.list(o.get("dryRun"), o.sub("dryRun")) {
+		do := d.object(dn, dn, o.sub("dryRun")+"["+strconv.Itoa(i)+"]")
+		if do.require("metricName", "name the metric (or a regular expression)") {
+			pat := d.strField(do, "metricName")
+			if _, err := regexp.Compile("^(?:" + pat + ")$"); err != nil {
+				d.errf(do.get("metricName"), CodeValue, "%s: %q is not a regular expression: %v", do.sub("metricName"), pat, err)
+			} else {
+				ref.dryRun = append(ref.dryRun, pat)
+			}
+		}
+		do.end()
+	}
+	o.ignore("Sluice keeps a bounded number of measurements of its own", "measurementRetention")
+	o.ignore(k8sOnly, "analysisRunMetadata")
+	o.accept("startingStep") // read by the background analysis
+	rd.refs = append(rd.refs, ref)
+	return ref
+}
+
+func scopeKind(cluster bool) string {
+	if cluster {
+		return "ClusterAnalysisTemplate"
+	}
+	return "AnalysisTemplate"
+}
+
+// resolveRef finds the templates of a reference, merges their arguments with the
+// rollout's, substitutes them and decodes the metrics.
+func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
+	d := rd.d
+	var tds []*templateDoc
+	for i, t := range ref.ref.Templates {
+		td := l.templates[tkey{t.Name, t.ClusterScope}]
+		if td == nil {
+			msg := fmt.Sprintf("%s.templates[%d].templateName: %q names no %s; define it, or fix the name", ref.path, i, t.Name, scopeKind(t.ClusterScope))
+			if l.templates[tkey{t.Name, !t.ClusterScope}] != nil {
+				msg += fmt.Sprintf(" (a %s of that name exists: set clusterScope: %v)", scopeKind(!t.ClusterScope), !t.ClusterScope)
+			}
+			d.errf(ref.templateAt[i], CodeReference, "%s", msg)
+			continue
+		}
+		tds = append(tds, td)
+	}
+	if len(tds) != len(ref.ref.Templates) || len(tds) == 0 {
+		return
+	}
+	// Merge the templates' declared args, then the rollout's values over them.
+	values := map[string]*string{}
+	var order []string
+	declaredBy := map[string]string{}
+	for _, td := range tds {
+		for _, a := range td.args {
+			if _, seen := values[a.name]; !seen {
+				order = append(order, a.name)
+				declaredBy[a.name] = td.t.Name
+				values[a.name] = a.value
+			} else if values[a.name] == nil {
+				values[a.name] = a.value
+			}
+		}
+	}
+	for _, a := range ref.ref.Args {
+		if _, ok := values[a.Name]; !ok {
+			d.warnf(ref.argAt[a.Name], CodeSuspicious, "%s.args: argument %q is declared by no template of this analysis; it is ignored", ref.path, a.Name)
+			continue
+		}
+		if a.Value != nil {
+			values[a.Name] = a.Value
+		}
+	}
+	missing := false
+	var args []model.Arg
+	for _, n := range order {
+		if values[n] == nil {
+			missing = true
+			d.errf(ref.at, CodeReference, "%s: argument %q of %s %q has no value; pass it: args: [{name: %s, value: ...}]", ref.path, n, "AnalysisTemplate", declaredBy[n], n)
+			continue
+		}
+		args = append(args, model.Arg{Name: n, Value: values[n]})
+	}
+	ref.ref.Args = args
+	if missing {
+		return
+	}
+	var metrics []model.Metric
+	seen := map[string]string{}
+	for _, td := range tds {
+		var tmp Diagnostics
+		dd := newDec(td.d.file, &tmp)
+		dd.warned = td.d.warned
+		sub := substitute(dd, td.metricsNode, values)
+		ms := l.metrics(dd, sub, "spec.metrics")
+		for i := range tmp {
+			tmp[i].Message += fmt.Sprintf(" (with the args of Rollout %q at %s)", rd.r.Name, ref.ref.Pos)
+		}
+		l.mergeDiags(tmp)
+		for _, m := range ms {
+			if other, dup := seen[m.Name]; dup {
+				d.errf(ref.at, CodeReference, "%s: metric %q is in templates %q and %q; Argo requires unique metric names across an analysis", ref.path, m.Name, other, td.t.Name)
+				continue
+			}
+			seen[m.Name] = td.t.Name
+			for _, re := range td.dryRun {
+				m.DryRun = m.DryRun || re.MatchString(m.Name)
+			}
+			for _, pat := range ref.dryRun {
+				re := regexp.MustCompile("^(?:" + pat + ")$")
+				m.DryRun = m.DryRun || re.MatchString(m.Name)
+			}
+			if j := m.Provider.Judge; j != nil {
+				stable, canary := "", ""
+				if c := rd.r.Canary; c != nil {
+					stable, canary = c.StableService, c.CanaryService
+				} else if b := rd.r.BlueGreen; b != nil {
+					stable, canary = b.ActiveService, b.PreviewService
+				}
+				if j.Baseline == "" {
+					j.Baseline = stable
+				}
+				if j.Canary == "" {
+					j.Canary = canary
+				}
+			}
+			if ref.mustEnd && m.Interval > 0 && m.Count == 0 {
+				d.warnf(ref.at, CodeSuspicious, "%s: metric %q of template %q has an interval (%s) but no count, so under Argo's rules it measures until the analysis is stopped: this step never completes and the rollout waits here forever; set count", ref.path, m.Name, td.t.Name, m.Interval)
+			}
+			metrics = append(metrics, m)
+		}
+	}
+	if len(metrics) == 0 {
+		d.warnf(ref.at, CodeSuspicious, "%s: no metric of this analysis is one Sluice runs, so it succeeds at once", ref.path)
+	}
+	ref.ref.Metrics = metrics
+}
+
+// mergeDiags adds diagnostics from a resolution pass, skipping those the template's
+// own pass already reported at the same place.
+func (l *loader) mergeDiags(tmp Diagnostics) {
+	for _, t := range tmp {
+		dup := false
+		for _, e := range l.diags {
+			if e.File == t.File && e.Line == t.Line && e.Code == t.Code {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			l.diags = append(l.diags, t)
+		}
+	}
+}
+
+// substitute copies n with {{args.NAME}} replaced in every string scalar.
+func substitute(d *dec, n *yaml.Node, values map[string]*string) *yaml.Node {
+	n = d.resolve(n)
+	if n == nil {
+		return nil
+	}
+	c := *n
+	if n.Kind == yaml.ScalarNode {
+		if n.Tag == "!!str" && strings.Contains(n.Value, "{{") {
+			c.Value = argRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+				name := argRef.FindStringSubmatch(m)[1]
+				if v := values[name]; v != nil {
+					return *v
+				}
+				return m
+			})
+		}
+		return &c
+	}
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, e := range n.Content {
+		c.Content[i] = substitute(d, e, values)
+		if c.Content[i] == nil {
+			c.Content[i] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: e.Line}
+		}
+	}
+	return &c
+}

@@ -157,14 +157,20 @@ func New(opts Options) (*Store, error) {
 	}, nil
 }
 
-// Run gathers once at start and then every Interval until ctx is done. Gather errors are
-// logged, never fatal.
+// Run gathers once at start and then every Interval until ctx is done. Collect errors
+// are never fatal; they are logged when they start and when they stop, not every tick.
 func (s *Store) Run(ctx context.Context) {
 	tick := time.NewTicker(s.interval)
 	defer tick.Stop()
+	failing := false
 	for {
-		if err := s.Collect(s.now()); err != nil {
-			s.log.Warn("embedded metrics: collect failed", zap.Error(err))
+		switch err := s.Collect(s.now()); {
+		case err != nil && !failing:
+			s.log.Warn("embedded metrics: collect failing", zap.Error(err))
+			failing = true
+		case err == nil && failing:
+			s.log.Info("embedded metrics: collect recovered")
+			failing = false
 		}
 		select {
 		case <-ctx.Done():
@@ -177,8 +183,8 @@ func (s *Store) Run(ctx context.Context) {
 // Collect gathers once and stores every sample at ts (millisecond precision). ts must be
 // after the previous Collect's, else ErrOutOfOrder and nothing is stored. Series absent
 // from this gather get a stale marker; samples older than ts-Retention are dropped. If
-// the Gatherer returns an error along with metrics, the metrics are stored and the error
-// returned.
+// the Gatherer fails, whatever it returned is stored (the rest goes stale, as with a
+// failed Prometheus scrape) and the error is returned.
 func (s *Store) Collect(ts time.Time) error {
 	s.collectMu.Lock()
 	defer s.collectMu.Unlock()
@@ -190,10 +196,10 @@ func (s *Store) Collect(ts time.Time) error {
 	if ooo {
 		return fmt.Errorf("%w: %d <= %d (ms)", ErrOutOfOrder, t, last)
 	}
+	// As in a Prometheus scrape loop, a failed gather still counts: every series
+	// missing from it (all of them if it returned nothing) gets a stale marker, so a
+	// broken source reads as "no data", never as its last values.
 	mfs, gatherErr := s.gatherer.Gather()
-	if gatherErr != nil && len(mfs) == 0 {
-		return fmt.Errorf("embedded: gather: %w", gatherErr)
-	}
 	var pts []point
 	for _, mf := range mfs {
 		pts = appendFamily(pts, mf)
@@ -232,7 +238,7 @@ func (s *Store) Collect(ts time.Time) error {
 	s.haveT = true
 	s.lastT = t
 	if gatherErr != nil {
-		return fmt.Errorf("embedded: gather (partial): %w", gatherErr)
+		return fmt.Errorf("embedded: gather (%d families stored): %w", len(mfs), gatherErr)
 	}
 	return nil
 }

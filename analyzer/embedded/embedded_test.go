@@ -451,6 +451,19 @@ type failingGatherer struct{}
 
 func (failingGatherer) Gather() ([]*dto.MetricFamily, error) { return nil, errors.New("boom") }
 
+// switchGatherer fails while failing is set.
+type switchGatherer struct {
+	g       prometheus.Gatherer
+	failing bool
+}
+
+func (s *switchGatherer) Gather() ([]*dto.MetricFamily, error) {
+	if s.failing {
+		return nil, errors.New("boom")
+	}
+	return s.g.Gather()
+}
+
 func TestGatherErrors(t *testing.T) {
 	s := newStore(t, failingGatherer{}, 0)
 	if err := s.Collect(at(0)); err == nil || !strings.Contains(err.Error(), "boom") {
@@ -466,6 +479,33 @@ func TestGatherErrors(t *testing.T) {
 	}
 	if got := s.Stats().Series; got == 0 {
 		t.Error("partial gather stored nothing")
+	}
+
+	// A failed gather makes every series stale (no data), as a failed scrape does;
+	// the next good gather brings them back.
+	sw := &switchGatherer{g: m.reg}
+	s = newStore(t, sw, 0)
+	collect(t, s, 0)
+	q := `http_requests_total{cluster="stable"}`
+	if got := scalarOf(t, s, q, at(0)); got != 0 {
+		t.Fatalf("before failure: %v", got)
+	}
+	sw.failing = true
+	if err := s.Collect(at(1)); err == nil {
+		t.Fatal("failing gather: want an error")
+	}
+	v, err := s.Query(context.Background(), q, at(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vec := v.(model.Vector); len(vec) != 0 {
+		t.Errorf("after a failed gather: want empty, got %v", vec)
+	}
+	sw.failing = false
+	m.traffic(2)
+	collect(t, s, 2)
+	if got := scalarOf(t, s, q, at(2)); got != 20 {
+		t.Errorf("after recovery: %v", got)
 	}
 }
 

@@ -50,6 +50,9 @@ type templateDoc struct {
 	metricsNode *yaml.Node
 	args        []argDef
 	dryRun      []*regexp.Regexp
+	// bad: the template has errors of its own; references to it resolve no metrics
+	// (its errors are reported once, at the template).
+	bad bool
 }
 
 func (l *loader) template(d *dec, name string, cluster bool, pos model.Pos, spec *obj) {
@@ -58,6 +61,7 @@ func (l *loader) template(d *dec, name string, cluster bool, pos model.Pos, spec
 		kind = "ClusterAnalysisTemplate"
 	}
 	td := &templateDoc{d: d, t: model.AnalysisTemplate{Name: name, ClusterScope: cluster, Pos: pos}}
+	errsBefore := len(l.diags.Errors())
 	declared := map[string]bool{}
 	for i, an := range d.list(spec.get("args"), spec.sub("args")) {
 		ao := d.object(an, an, spec.sub("args")+"["+strconv.Itoa(i)+"]")
@@ -114,6 +118,7 @@ func (l *loader) template(d *dec, name string, cluster bool, pos model.Pos, spec
 		}
 	})
 	spec.end()
+	td.bad = len(l.diags.Errors()) > errsBefore
 	k := tkey{name, cluster}
 	if prev, dup := l.templates[k]; dup {
 		d.add(pos.Line, SeverityError, CodeReference, "%s %q is already defined at %s; rename one of them", kind, name, prev.t.Pos)
@@ -590,6 +595,11 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 	ref.ref.Args = args
 	if missing {
 		return
+	}
+	for _, td := range tds {
+		if td.bad {
+			return
+		}
 	}
 	var metrics []model.Metric
 	seen := map[string]string{}

@@ -224,6 +224,9 @@ func (l *loader) file(name string, data []byte) {
 			if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
 				lineNo, _ = strconv.Atoi(m[1])
 				msg = m[2]
+				if tabIndented(data, lineNo) {
+					msg += " (a tab indents this line: YAML indents with spaces only)"
+				}
 			} else {
 				msg = strings.TrimPrefix(msg, "yaml: ")
 			}
@@ -239,6 +242,20 @@ func (l *loader) file(name string, data []byte) {
 	if docs == 0 {
 		l.fail(name, 1, "file holds no YAML documents")
 	}
+}
+
+// tabIndented reports whether line n (1-based) of data is indented with a tab.
+func tabIndented(data []byte, n int) bool {
+	lines := bytes.SplitN(data, []byte("\n"), n+1)
+	if n < 1 || n > len(lines) {
+		return false
+	}
+	l := lines[n-1]
+	i := 0
+	for i < len(l) && (l[i] == ' ' || l[i] == '\t') {
+		i++
+	}
+	return bytes.IndexByte(l[:i], '\t') >= 0
 }
 
 func firstInvalidUTF8(b []byte) int {

@@ -276,6 +276,9 @@ func (l *loader) step(rd *rolloutDoc, n *yaml.Node, path string) []model.Step {
 		}
 		return nil
 	}
+	for _, a := range stepActions {
+		o.has(a)
+	}
 	var actions []string
 	for _, k := range o.order {
 		for _, a := range stepActions {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -40,11 +41,14 @@ func newFake(names ...string) *fakeRollouts {
 func (f *fakeRollouts) List() []analyzer.RolloutStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	names := make([]string, 0, len(f.items))
+	for n := range f.items {
+		names = append(names, n)
+	}
+	sort.Strings(names)
 	var out []analyzer.RolloutStatus
-	for _, n := range []string{"api", "web"} {
-		if s, ok := f.items[n]; ok {
-			out = append(out, s)
-		}
+	for _, n := range names {
+		out = append(out, f.items[n])
 	}
 	return out
 }

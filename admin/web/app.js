@@ -177,7 +177,7 @@ function rolloutCard(ro) {
     el("div", { class: "legend" }, el("span", {}, el("i", { class: "sw set" }), "set weight"),
       el("span", {}, el("i", { class: "sw act" }), "applied weight"), el("span", {}, "ticks: measurements")));
   for (const run of ro.analysisRuns || []) {
-    card.append(el("div", { class: "run-title" }, `Analysis ${run.name} (${run.kind}, step ${run.step + 1}) `,
+    card.append(el("div", { class: "run-title" }, `Analysis ${run.name} (${run.kind}, step ${run.step}) `,
       el("span", { class: "badge " + run.phase }, run.phase), " ", el("span", { class: "why" }, run.message || "")));
     const tb = el("tbody");
     for (const m of run.metrics || []) {
@@ -199,13 +199,22 @@ function rolloutCard(ro) {
   }
   return card;
 }
+// markLoaded sets data-loaded on <body> once rollouts and nodes have both been drawn
+// (headless tests wait for it).
+const loaded = new Set();
+function markLoaded(what) {
+  loaded.add(what);
+  if (loaded.has("rollouts") && loaded.has("nodes")) document.body.dataset.loaded = "1";
+}
 function render() {
+  markLoaded("rollouts");
   const root = document.getElementById("rollouts");
   root.replaceChildren();
   if (!rollouts.length) { root.append(el("p", { class: "empty" }, "No rollouts configured.")); return; }
   for (const ro of rollouts) root.append(rolloutCard(ro));
 }
 function renderNodes(nodes) {
+  markLoaded("nodes");
   const root = document.getElementById("nodes");
   root.replaceChildren();
   if (!Array.isArray(nodes) || !nodes.length) {
@@ -236,9 +245,16 @@ async function refreshNodes() {
     if (r.ok) renderNodes(await r.json());
   } catch (e) { /* keep the last view */ }
 }
+// connect follows the rollouts with server-sent events, or by polling every N ms with
+// ?poll=N in the page's address (for proxies that buffer event streams, and for tests).
 function connect() {
   const conn = document.getElementById("conn");
-  if (!window.EventSource) { setInterval(refresh, 2000); refresh(); return; }
+  const poll = parseInt(new URLSearchParams(location.search).get("poll") || "0", 10);
+  if (poll > 0 || !window.EventSource) {
+    conn.textContent = "polling"; conn.className = "conn live";
+    setInterval(refresh, poll > 0 ? poll : 2000);
+    return;
+  }
   const es = new EventSource("/api/v1/events");
   es.addEventListener("rollouts", ev => {
     conn.textContent = "live"; conn.className = "conn live";

@@ -145,18 +145,26 @@ func startController(t *testing.T, cfg *model.Config, store Store, clock *fakeCl
 		t.Fatal(err)
 	}
 	h.c = c
+	h.stop = runCtx(t, c)
+	return h
+}
+
+// runCtx runs c until the returned stop is called or the test ends.
+func runCtx(t *testing.T, c *Controller) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = c.Run(ctx); close(done) }()
-	h.stop = func() { cancel(); <-done }
-	t.Cleanup(h.stop)
-	return h
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 func (h *harness) waitStatus(msg string, ok func(RolloutStatus) bool) RolloutStatus {
 	h.t.Helper()
 	var st RolloutStatus
 	testenv.WaitFor(h.t, 5*time.Second, msg, func() bool {
+		h.c.poke() // the loop may wait on a fake timer armed before the last Advance
 		st, _ = h.c.Get("app")
 		return ok(st)
 	})

@@ -133,8 +133,8 @@ func (p *ProviderMeasurer) querier(pp *model.PrometheusProvider) (Querier, error
 		}
 		return p.Embedded, nil
 	}
-	key := fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s", pp.Address, pp.Timeout, pp.BasicAuthUser,
-		pp.BasicAuthPasswordFile, pp.BasicAuthPasswordEnv, pp.BearerTokenFile, pp.BearerTokenEnv)
+	key := fmt.Sprintf("%s|%s|%s|%s|%s|%s|%s|%v", pp.Address, pp.Timeout, pp.BasicAuthUser,
+		pp.BasicAuthPasswordFile, pp.BasicAuthPasswordEnv, pp.BearerTokenFile, pp.BearerTokenEnv, pp.Headers)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if r, ok := p.remotes[key]; ok {

@@ -32,7 +32,7 @@ type Remote struct {
 	timeout time.Duration
 }
 
-// NewRemote returns a Querier for the server p.Address, with p's timeout and auth.
+// NewRemote returns a Querier for the server p.Address, with p's timeout, headers and auth.
 // Basic and bearer credentials are read from their file or environment variable on
 // every request, so a rotated secret is picked up, and are never logged.
 func NewRemote(p *model.PrometheusProvider) (*Remote, error) {
@@ -91,6 +91,12 @@ func secret(file, env string) (string, error) {
 
 func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := &a.p
+	if len(p.Headers) > 0 {
+		req = req.Clone(req.Context())
+		for k, v := range p.Headers {
+			req.Header.Set(k, v)
+		}
+	}
 	switch {
 	case p.BearerTokenFile != "" || p.BearerTokenEnv != "":
 		tok, err := secret(p.BearerTokenFile, p.BearerTokenEnv)

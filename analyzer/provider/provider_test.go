@@ -109,9 +109,10 @@ func TestResultShapes(t *testing.T) {
 }
 
 func TestRemoteAuthNeverLeaks(t *testing.T) {
-	var gotAuth string
+	var gotAuth, gotTenant string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotAuth = r.Header.Get("Authorization")
+		gotTenant = r.Header.Get("X-Scope-OrgID")
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.5"]}]}}`))
 	}))
@@ -119,12 +120,12 @@ func TestRemoteAuthNeverLeaks(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte("s3cret-token\n"), 0o600)
-	r, err := NewRemote(&model.PrometheusProvider{Address: srv.URL, BearerTokenFile: tok})
+	r, err := NewRemote(&model.PrometheusProvider{Address: srv.URL, BearerTokenFile: tok, Headers: map[string]string{"X-Scope-OrgID": "t1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	v, err := r.Query(context.Background(), "up", time.Now())
-	if err != nil || gotAuth != "Bearer s3cret-token" {
+	if err != nil || gotAuth != "Bearer s3cret-token" || gotTenant != "t1" {
 		t.Fatalf("%v %v %q", v, err, gotAuth)
 	}
 	t.Setenv("SLUICE_TEST_PW", "pw")

@@ -605,7 +605,8 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 	seen := map[string]string{}
 	for _, td := range tds {
 		var tmp Diagnostics
-		dd := newDec(td.d.file, &tmp)
+		dd := newDec(td.d.file, &tmp, 0)
+		dd.budget = td.d.budget + minNodeBudget
 		dd.warned = td.d.warned
 		sub := substitute(dd, td.metricsNode, values)
 		ms := l.metrics(dd, sub, "spec.metrics")

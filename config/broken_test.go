@@ -101,7 +101,7 @@ var brokenCases = []brokenCase{
 		"sluice.yaml:39: warning: kind Service (v1) is ignored: declare a sluice.dev/v1alpha1 Cluster with its endpoints for each Service a Rollout names",
 	}},
 	{name: "malformed YAML", old: "  routes:\n", new: "  routes: [\n", want: []string{
-		"sluice.yaml:44: invalid YAML: did not find expected node content",
+		"sluice.yaml:45: invalid YAML: did not find expected node content",
 	}},
 	{name: "tab indentation", old: "  stateDir: .sluice", new: "\tstateDir: .sluice", want: []string{
 		"sluice.yaml:11: invalid YAML: found character that cannot start any token (a tab indents this line: YAML indents with spaces only)",

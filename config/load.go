@@ -183,7 +183,10 @@ func (l *loader) readFile(p string, size int64) {
 	l.file(p, data)
 }
 
-var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var (
+	yamlLineErr   = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+	unknownAnchor = regexp.MustCompile(`^unknown anchor '([^']*)' referenced`)
+)
 
 // file decodes one file's documents.
 func (l *loader) file(name string, data []byte) {
@@ -209,7 +212,7 @@ func (l *loader) file(name string, data []byte) {
 		l.fail(name, ln, "document nests more than %d levels deep; configuration never does", maxDepth)
 		return
 	}
-	d := newDec(name, &l.diags)
+	d := newDec(name, &l.diags, len(data))
 	yd := yaml.NewDecoder(bytes.NewReader(data))
 	docs := 0
 	for {
@@ -224,16 +227,28 @@ func (l *loader) file(name string, data []byte) {
 			if m := yamlLineErr.FindStringSubmatch(msg); m != nil {
 				lineNo, _ = strconv.Atoi(m[1])
 				msg = m[2]
+				if strings.HasPrefix(msg, "did not find expected") {
+					// yaml.v3 reports a parser error's context line 0-based.
+					lineNo++
+				}
 				if tabIndented(data, lineNo) {
 					msg += " (a tab indents this line: YAML indents with spaces only)"
 				}
 			} else {
 				msg = strings.TrimPrefix(msg, "yaml: ")
+				if m := unknownAnchor.FindStringSubmatch(msg); m != nil {
+					if i := bytes.Index(data, []byte("*"+m[1])); i >= 0 {
+						lineNo = 1 + bytes.Count(data[:i], []byte("\n"))
+					}
+					msg += "; define it with &" + m[1] + " before using it"
+				}
 			}
 			l.fail(name, lineNo, "invalid YAML: %s", msg)
 			return
 		}
-		docs++
+		if len(n.Content) > 0 && !isNull(n.Content[0]) {
+			docs++
+		}
 		l.doc(d, &n)
 		if d.over {
 			return

@@ -13,9 +13,10 @@ import (
 	"github.com/sluice-mesh/sluice/model"
 )
 
-// maxNodes bounds how many YAML nodes one document may make the decoder visit
-// (aliases are followed, so this also bounds alias expansion).
-const maxNodes = 1_000_000
+// minNodeBudget is the least number of YAML node visits a file's decoding may make;
+// the budget is this plus the file's size in bytes (a node takes at least one byte),
+// so plain input never runs out and aliases cannot expand without bound.
+const minNodeBudget = 100_000
 
 // dec decodes documents of one file, collecting diagnostics.
 type dec struct {
@@ -31,8 +32,8 @@ type dec struct {
 	allowArgs bool
 }
 
-func newDec(file string, diags *Diagnostics) *dec {
-	return &dec{file: file, diags: diags, budget: maxNodes, warned: map[string]bool{}}
+func newDec(file string, diags *Diagnostics, size int) *dec {
+	return &dec{file: file, diags: diags, budget: minNodeBudget + size, warned: map[string]bool{}}
 }
 
 func (d *dec) add(line int, sev Severity, code Code, format string, args ...any) {
@@ -69,7 +70,7 @@ func (d *dec) resolve(n *yaml.Node) *yaml.Node {
 	if d.budget < 0 {
 		if !d.over {
 			d.over = true
-			d.errf(n, CodeSyntax, "document is too complex (aliases expand to more than %d nodes); write it out plainly", maxNodes)
+			d.errf(n, CodeSyntax, "document is too complex: its aliases expand to too many nodes; write it out plainly")
 		}
 		return nil
 	}
@@ -133,7 +134,7 @@ func (d *dec) object(n, at *yaml.Node, path string) *obj {
 		return o
 	}
 	if n.Kind != yaml.MappingNode {
-		d.errf(n, CodeSchema, "%s: want a mapping, got %s", path, kindName(n))
+		d.errf(n, CodeSchema, "%s: want a mapping, got %s", orTop(path), kindName(n))
 		return o
 	}
 	o.node = n

@@ -33,6 +33,8 @@ type endpoint struct {
 	outlierThreshold atomic.Int32
 	outlierBase      atomic.Int64
 
+	pool connPool // idle fast-path upstream connections
+
 	gauge    prometheus.Gauge
 	ejectCtr prometheus.Counter
 	log      *zap.Logger

@@ -166,6 +166,9 @@ type fakeClock struct{ off atomic.Int64 }
 func (c *fakeClock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *fakeClock) advance(d time.Duration) { c.off.Add(int64(d)) }
 
+// forceNetHTTP makes startRouter disable the fast path (see TestNetHTTPPath).
+var forceNetHTTP bool
+
 // startRouter builds a router with a private registry, applies s, and shuts it down at
 // the end of the test.
 func startRouter(t *testing.T, s *model.Snapshot, opts Options) (*Router, *prometheus.Registry) {
@@ -173,6 +176,9 @@ func startRouter(t *testing.T, s *model.Snapshot, opts Options) (*Router, *prome
 	reg := prometheus.NewRegistry()
 	opts.Registerer = reg
 	opts.Logger = zap.NewNop()
+	if forceNetHTTP {
+		opts.DisableFastPath = true
+	}
 	r, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

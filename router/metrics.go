@@ -198,7 +198,12 @@ const (
 
 // observe records one finished request.
 func (rc *rcMetrics) observe(method string, status int, reason int, seconds float64) {
-	c := rc.get(methodIndex(method), status)
+	rc.observeIdx(methodIndex(method), status, reason, seconds)
+}
+
+// observeIdx records one finished request whose method index is known.
+func (rc *rcMetrics) observeIdx(method int, status int, reason int, seconds float64) {
+	c := rc.get(method, status)
 	switch reason {
 	case reasonInternal:
 		c.internal.Inc()

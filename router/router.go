@@ -43,6 +43,9 @@ type Options struct {
 	// MaxMirrorsInFlight bounds concurrent mirror requests; beyond it mirrors are
 	// dropped and counted (default 256).
 	MaxMirrorsInFlight int
+	// DisableFastPath serves every request through net/http and httputil.ReverseProxy
+	// instead of the hand-written HTTP/1.1 path (for comparison and debugging).
+	DisableFastPath bool
 	// MaxMirrorBody is the largest request body copied to a mirror (default 1 MiB);
 	// larger requests are forwarded but not mirrored.
 	MaxMirrorBody int64
@@ -79,6 +82,7 @@ type listenerServer struct {
 	addr string
 	ln   net.Listener
 	srv  *http.Server
+	fast *fastListener
 	done chan struct{}
 }
 
@@ -178,6 +182,7 @@ func (r *Router) Apply(s *model.Snapshot) error {
 	for key, e := range r.endpoints {
 		if _, ok := t.endpoints[key]; !ok {
 			e.stopHealthCheck()
+			e.pool.closeAll()
 			r.metrics.healthy.DeleteLabelValues(e.cluster, e.addr)
 		}
 	}
@@ -292,6 +297,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	wg.Wait()
 	for _, e := range eps {
 		e.stopHealthCheck()
+		e.pool.closeAll()
 	}
 	done := make(chan struct{})
 	go func() { r.bg.Wait(); close(done) }()
@@ -324,6 +330,7 @@ func (r *Router) newServer(addr string, ln net.Listener, lim model.Limits) *list
 		rht = 30 * time.Second
 	}
 	ls := &listenerServer{addr: addr, ln: ln, done: make(chan struct{})}
+	ls.fast = &fastListener{r: r, addr: addr, ln: ln, handoff: newChanListener(ln.Addr()), conns: map[*fastConn]struct{}{}}
 	ls.srv = &http.Server{
 		Handler:           &listenerHandler{r: r, addr: addr, proxy: r.newProxy()},
 		MaxHeaderBytes:    lim.MaxHeaderBytes, // 0: net/http's 1 MiB default
@@ -335,12 +342,15 @@ func (r *Router) newServer(addr string, ln net.Listener, lim model.Limits) *list
 	return ls
 }
 
+// serve accepts on the fast path, which hands net/http the connections it needs to.
 func (ls *listenerServer) serve() {
 	defer close(ls.done)
-	ls.srv.Serve(ls.ln)
+	go ls.fast.serve()
+	ls.srv.Serve(ls.fast.handoff)
 }
 
 func (ls *listenerServer) shutdown(ctx context.Context) error {
+	ls.fast.shutdown(ctx.Done())
 	err := ls.srv.Shutdown(ctx)
 	if err != nil {
 		ls.srv.Close()

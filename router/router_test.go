@@ -479,7 +479,7 @@ func TestUpstreamErrors502504499(t *testing.T) {
 	// Client hangs up.
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/sleep?d=5s", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/sleep?d=1s", nil)
 	if _, err := c.Do(req); err == nil {
 		t.Fatal("expected the client to give up")
 	}
@@ -748,5 +748,58 @@ func TestBadApplyRefused(t *testing.T) {
 	r.HealthHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 	if rec.Code != 200 {
 		t.Fatalf("/readyz %d", rec.Code)
+	}
+}
+
+// TestNetHTTPPath runs the behaviour tests again with the fast path off, so the
+// net/http + ReverseProxy path (used for handed-off connections, mirrors and h2c)
+// keeps every feature too.
+func TestNetHTTPPath(t *testing.T) {
+	forceNetHTTP = true
+	defer func() { forceNetHTTP = false }()
+	for name, f := range map[string]func(*testing.T){
+		"flips":    TestWeightFlipsUnderLoadAndApplyIsInstant,
+		"headers":  TestHeaderAndCookieOverride,
+		"internal": TestInternalTrafficExcludedFromAnalysis,
+		"spoofed":  TestSpoofedMarkerStrippedAndCounted,
+		"sticky":   TestStickySessionsAndResetOnAbort,
+		"eject":    TestEjectionAndRecovery,
+		"health":   TestActiveHealthCheckAndConnectRetry,
+		"errors":   TestUpstreamErrors502504499,
+		"warmup":   TestWarmupExcludedFromAnalysis,
+		"forward":  TestForwardedAndHopByHopHeaders,
+		"drain":    TestGracefulDrain,
+	} {
+		t.Run(name, f)
+	}
+}
+
+// TestKeepAliveThenUpgradeOnSameConnection: a connection served on the fast path is
+// handed to net/http intact when a later request on it needs net/http.
+func TestKeepAliveThenUpgradeOnSameConnection(t *testing.T) {
+	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
+	addr := freeAddr(t)
+	startRouter(t, twoClusters(addr, stable, canary, 0), Options{})
+	conn, br := rawConn(t, addr)
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(conn, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "stable" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade after keep-alive requests: %v %v", resp, err)
+	}
+	conn.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q %v", buf, err)
 	}
 }

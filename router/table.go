@@ -32,6 +32,10 @@ type listenerTable struct {
 	trusted   []netip.Prefix
 	sticky    *model.StickySessions
 	cookieAge int
+	// fast: no route mirrors and no cluster is h2c, so the fast path may serve it.
+	fast bool
+	// interesting are the canonical header keys decide reads.
+	interesting []string
 }
 
 type route struct {
@@ -270,6 +274,35 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 				use(ro.internal)
 			}
 			lt.routes = append(lt.routes, ro)
+		}
+		lt.fast = !r.opts.DisableFastPath
+		keys := map[string]bool{}
+		for _, h := range lt.marker {
+			keys[h.key] = true
+		}
+		if lt.marker != nil {
+			keys["X-Forwarded-For"] = true
+		}
+		if lt.sticky != nil {
+			keys["Cookie"] = true
+		}
+		for _, ro := range lt.routes {
+			if len(ro.mirrors) > 0 {
+				lt.fast = false
+			}
+			for u := range ro.metrics {
+				if u.cfg.Protocol == model.ProtocolH2C {
+					lt.fast = false
+				}
+			}
+			for _, hr := range ro.headerRoutes {
+				for _, h := range hr.match {
+					keys[h.key] = true
+				}
+			}
+		}
+		for k := range keys {
+			lt.interesting = append(lt.interesting, k)
 		}
 		t.listeners[l.Address] = lt
 	}

@@ -23,6 +23,9 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
+demo: build ## Watch a bad canary aborted and a good one promoted (~3 min, nothing else needed)
+	./$(BIN) demo $(DEMO_FLAGS)
+
 bench-embedded: ## Embedded PromQL: query time, collect time, heap for 450 series x 10 min
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./analyzer/embedded
 

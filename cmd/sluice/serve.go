@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/sluice-mesh/sluice/admin"
+	"github.com/sluice-mesh/sluice/analyzer"
+	"github.com/sluice-mesh/sluice/analyzer/embedded"
+	"github.com/sluice-mesh/sluice/config"
+	"github.com/sluice-mesh/sluice/model"
+	"github.com/sluice-mesh/sluice/router"
+)
+
+func init() {
+	c := &command{
+		name:    "serve",
+		usage:   "-f FILE [-f FILE...] [--log-format console|json]",
+		summary: "Run what the files declare: router, xDS server, rollouts, admin API (SIGHUP or a file change reloads)",
+	}
+	c.run = func(args []string, stdout, stderr io.Writer) int {
+		fs := newFlagSet(c, stderr)
+		var files stringList
+		fs.Var(&files, "f", "configuration file (repeatable, or comma-separated)")
+		var lf logFlags
+		lf.register(fs)
+		if code, ok := parseFlags(fs, args, stdout); !ok {
+			return code
+		}
+		files = append(files, fs.Args()...)
+		if len(files) == 0 {
+			fmt.Fprintln(stderr, "sluice serve: no configuration: pass -f FILE")
+			fs.Usage()
+			return exitUsage
+		}
+		log, err := lf.build(stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "sluice serve: %v\n", err)
+			return exitUsage
+		}
+		defer func() { _ = log.Sync() }()
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		err = runServe(ctx, serveOptions{Files: files, Logger: log, Stderr: stderr})
+		var inv *invalidConfigError
+		switch {
+		case errors.As(err, &inv):
+			return exitInvalid
+		case err != nil:
+			fmt.Fprintf(stderr, "sluice serve: %v\n", err)
+			return exitInvalid
+		}
+		return exitOK
+	}
+	register(c)
+}
+
+// serveOptions configures runServe.
+type serveOptions struct {
+	Files  []string
+	Logger *zap.Logger
+	// Stderr receives the diagnostics of an invalid configuration at start.
+	Stderr io.Writer
+	// PollEvery is how often the files' modification times are checked (default 1s).
+	PollEvery time.Duration
+	// Started, when set, is called once everything listens, with the running server.
+	Started func(*runningServer)
+}
+
+// startXDS starts the xDS server for x and returns it as a data plane, its node status
+// handler and its stop function (serve_xds.go sets it).
+var startXDS func(ctx context.Context, x *model.XDS, log *zap.Logger, reg prometheus.Registerer) (
+	plane analyzer.DataPlane, nodes http.Handler, stop func(), err error)
+
+// invalidConfigError: the configuration did not validate; its diagnostics were printed.
+type invalidConfigError struct{ n int }
+
+func (e *invalidConfigError) Error() string {
+	return fmt.Sprintf("invalid configuration (%d problems)", e.n)
+}
+
+// runningServer is what a started `sluice serve` exposes to the demo and to tests.
+type runningServer struct {
+	AdminAddr  string
+	Controller *analyzer.Controller
+	Router     *router.Router // nil without listeners
+	Registry   *prometheus.Registry
+	// Reload reloads the configuration files now, as SIGHUP does.
+	Reload func() error
+}
+
+// loadConfig loads files and reports whether they validated; diagnostics go to log.
+func loadConfig(files []string) (*model.Config, config.Diagnostics, error) {
+	cfg, diags := config.Load(files...)
+	if diags.HasErrors() {
+		return nil, diags, &invalidConfigError{n: len(diags.Errors())}
+	}
+	return cfg, diags, nil
+}
+
+// runServe runs Sluice until ctx ends, then shuts down gracefully (the router drains).
+func runServe(ctx context.Context, o serveOptions) error {
+	log := o.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if o.PollEvery <= 0 {
+		o.PollEvery = time.Second
+	}
+	cfg, diags, err := loadConfig(o.Files)
+	if err != nil {
+		if o.Stderr != nil {
+			for _, d := range diags {
+				fmt.Fprintln(o.Stderr, d.String())
+			}
+		}
+		return err
+	}
+	for _, d := range diags {
+		log.Warn("config", zap.String("diagnostic", d.String()))
+	}
+
+	// appReg holds Sluice's own series: the embedded store reads it for analysis.
+	// /metrics serves it together with the Go runtime and process collectors.
+	appReg := prometheus.NewRegistry()
+	runtimeReg := prometheus.NewRegistry()
+	runtimeReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gatherer := prometheus.Gatherers{appReg, runtimeReg}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	var planes []analyzer.DataPlane
+	var rt *router.Router
+	if len(cfg.Listeners) > 0 {
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg}); err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		planes = append(planes, rt)
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 15*time.Second)
+			defer c()
+			if err := rt.Shutdown(sctx); err != nil {
+				log.Warn("router shutdown", zap.Error(err))
+			}
+		}()
+	}
+	var xdsNodes http.Handler
+	if x := cfg.ControlPlane.XDS; x != nil {
+		if startXDS == nil {
+			return errors.New("xds: the configuration asks for an xDS server, and this build has none")
+		}
+		plane, nodes, stop, err := startXDS(ctx, x, log.Named("xds"), appReg)
+		if err != nil {
+			return fmt.Errorf("xds: %w", err)
+		}
+		defer stop()
+		planes = append(planes, plane)
+		xdsNodes = nodes
+	}
+
+	store, err := embedded.New(embedded.Options{Gatherer: appReg, Logger: log.Named("embedded")})
+	if err != nil {
+		return fmt.Errorf("embedded metrics: %w", err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); store.Run(ctx) }()
+
+	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
+		DataPlanes: planes, StateDir: cfg.ControlPlane.StateDir, Embedded: store})
+	if err != nil {
+		return fmt.Errorf("analyzer: %w", err)
+	}
+	runErr := make(chan error, 1)
+	wg.Add(1)
+	go func() { defer wg.Done(); runErr <- ctrl.Run(ctx) }()
+
+	var token string
+	if f := cfg.ControlPlane.Admin.TokenFile; f != "" {
+		if token, err = admin.LoadToken(f); err != nil {
+			return err
+		}
+	}
+	opts := admin.Options{Address: cfg.ControlPlane.Admin.Address, Token: token, Rollouts: ctrl,
+		Gatherer: gatherer, Registerer: appReg, Logger: log.Named("admin")}
+	opts.Nodes = xdsNodes
+	if rt != nil {
+		opts.Ready = append(opts.Ready, func() error {
+			if !rt.Ready() {
+				return errors.New("router listeners not bound yet")
+			}
+			return nil
+		})
+	}
+	adm, err := admin.New(opts)
+	if err != nil {
+		return err
+	}
+	if err := adm.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		_ = adm.Shutdown(sctx)
+	}()
+
+	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adminAddr: cfg.ControlPlane.Admin.Address}
+	reloader.mtimes = statFiles(o.Files)
+	if o.Started != nil {
+		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: appReg,
+			Reload: reloader.reload})
+	}
+	log.Info("sluice serving", zap.Strings("files", o.Files), zap.String("admin", adm.Addr()),
+		zap.Int("rollouts", len(cfg.Rollouts)), zap.Int("listeners", len(cfg.Listeners)))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	poll := time.NewTicker(o.PollEvery)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			return nil
+		case err := <-runErr:
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("analyzer stopped: %w", err)
+			}
+			return nil
+		case <-hup:
+			log.Info("SIGHUP: reloading configuration")
+			_ = reloader.reload()
+		case <-poll.C:
+			if m := statFiles(o.Files); !sameTimes(m, reloader.lastTimes()) {
+				log.Info("configuration files changed: reloading")
+				_ = reloader.reload()
+			}
+		}
+	}
+}
+
+// reloader reloads the configuration; a reload that fails validation keeps the running one.
+type reloader struct {
+	files     []string
+	log       *zap.Logger
+	ctrl      *analyzer.Controller
+	adminAddr string
+
+	mu     sync.Mutex
+	mtimes map[string]time.Time
+}
+
+func (r *reloader) lastTimes() map[string]time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mtimes
+}
+
+func (r *reloader) reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.mtimes = statFiles(r.files)
+	cfg, diags, err := loadConfig(r.files)
+	if err != nil {
+		fields := make([]string, 0, len(diags))
+		for _, d := range diags {
+			fields = append(fields, d.String())
+		}
+		r.log.Error("reload refused: the configuration does not validate; the running configuration stays",
+			zap.Strings("diagnostics", fields))
+		return err
+	}
+	if cfg.ControlPlane.Admin.Address != r.adminAddr {
+		r.log.Warn("admin address changed: takes effect after a restart",
+			zap.String("running", r.adminAddr), zap.String("configured", cfg.ControlPlane.Admin.Address))
+	}
+	if err := r.ctrl.Reload(cfg); err != nil {
+		r.log.Error("reload refused by the rollout controller; the running configuration stays", zap.Error(err))
+		return err
+	}
+	r.log.Info("configuration reloaded", zap.Int("rollouts", len(cfg.Rollouts)))
+	return nil
+}
+
+// statFiles returns each file's modification time (zero when it cannot be read).
+func statFiles(files []string) map[string]time.Time {
+	m := make(map[string]time.Time, len(files))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			m[f] = fi.ModTime()
+		} else {
+			m[f] = time.Time{}
+		}
+	}
+	return m
+}
+
+func sameTimes(a, b map[string]time.Time) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !b[k].Equal(v) {
+			return false
+		}
+	}
+	return true
+}

@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,12 +56,19 @@ func main() {
 		stable    = flag.String("stable", "", "internal: stable backend")
 		canary    = flag.String("canary", "", "internal: canary backend")
 		metricsAt = flag.String("metrics", "", "internal: metrics address")
+		cpuProf   = flag.String("cpuprofile", "", "internal: write the Sluice child's CPU profile here")
 	)
 	flag.Parse()
 	if *serve {
+		if *cpuProf != "" {
+			f, err := os.Create(*cpuProf)
+			if err == nil {
+				pprof.StartCPUProfile(f)
+				defer pprof.StopCPUProfile()
+			}
+		}
 		if err := serveSluice(*listen, *stable, *canary, *metricsAt); err != nil {
 			fmt.Fprintln(os.Stderr, "sluice:", err)
-			os.Exit(1)
 		}
 		return
 	}

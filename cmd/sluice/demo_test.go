@@ -18,7 +18,21 @@ func TestDemoFast(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	var out syncBuffer
-	res, err := runDemo(ctx, demoOptions{Fast: true, Dir: t.TempDir(), Out: &out})
+	// While the first rollout runs, open the web view in headless Chromium (when
+	// installed) and check what it renders.
+	web := make(chan func(*testing.T), 1)
+	started := func(addr string) {
+		go func() { web <- checkWebViewDuringDemo(addr) }()
+	}
+	res, err := runDemo(ctx, demoOptions{Fast: true, Dir: t.TempDir(), Out: &out, Started: started})
+	t.Run("WebViewInChromium", func(t *testing.T) {
+		select {
+		case check := <-web:
+			check(t)
+		case <-time.After(60 * time.Second):
+			t.Fatal("the web view check did not finish")
+		}
+	})
 	t.Logf("demo output:\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)

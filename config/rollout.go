@@ -3,7 +3,6 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -130,7 +129,11 @@ func hashNode(d *dec, n *yaml.Node) string {
 		if n == nil {
 			return
 		}
-		fmt.Fprintf(h, "%d|%s|%d|%s|", n.Kind, n.ShortTag(), len(n.Content), n.Value)
+		h.Write([]byte{byte(n.Kind), byte(len(n.Content)), byte(len(n.Content) >> 8)})
+		h.Write([]byte(n.Tag))
+		h.Write([]byte{0})
+		h.Write([]byte(n.Value))
+		h.Write([]byte{0})
 		for _, c := range n.Content {
 			walk(c)
 		}

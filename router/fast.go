@@ -146,6 +146,7 @@ type fastConn struct {
 	peer  string
 	ip    []byte
 
+	deadlineAt time.Time // when the idle read deadline was last set
 	lastEp     *endpoint // endpoint that served the current request
 	rheadEmpty bool      // nothing of the response head was read yet
 }
@@ -186,7 +187,15 @@ func (fc *fastConn) serve() {
 		if lt := fl.r.table.Load().listeners[fl.addr]; lt != nil && lt.limits.IdleTimeout > 0 {
 			idle = lt.limits.IdleTimeout
 		}
-		fc.c.SetReadDeadline(time.Now().Add(idle))
+		// Refresh the idle deadline at most once a second: moving a timer per request
+		// costs more than an idle timeout a second short.
+		if now := time.Now(); now.Sub(fc.deadlineAt) > time.Second {
+			fc.c.SetReadDeadline(now.Add(idle))
+			fc.deadlineAt = now
+			if fl.closing.Load() { // shutdown's wake-up deadline may just have been overwritten
+				return
+			}
+		}
 		if first {
 			// HTTP/2 prior knowledge (gRPC) goes to net/http.
 			if p, err := fc.br.Peek(3); err == nil && string(p) == "PRI" {
@@ -333,7 +342,6 @@ func (fc *fastConn) one(t *table, lt *listenerTable, maxHead int) (bool, error) 
 		return false, err
 	}
 	start := time.Now()
-	fc.c.SetReadDeadline(time.Time{})
 	if lt == nil || !lt.fast || len(fc.lines) == 0 {
 		return false, errHandoff
 	}
@@ -408,8 +416,18 @@ func (fc *fastConn) one(t *table, lt *listenerTable, maxHead int) (bool, error) 
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	fc.url.Path = string(path)
-	fc.req.Host = string(q.host)
+	// Keep-alive clients mostly repeat host and path: reuse the strings when equal.
+	if string(path) != fc.url.Path {
+		fc.url.Path = string(path)
+	}
+	if string(q.host) != fc.req.Host {
+		fc.req.Host = string(q.host)
+	}
+	if q.length > 0 {
+		// A body may take longer than the idle timeout to arrive.
+		fc.c.SetReadDeadline(time.Time{})
+		fc.deadlineAt = time.Time{}
+	}
 	if q.midx < len(methods)-1 {
 		fc.req.Method = methods[q.midx]
 	} else {

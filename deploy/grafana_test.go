@@ -3,6 +3,10 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -29,9 +33,11 @@ var exportedMetrics = map[string]string{
 	"sluice_router_table_version":            "gauge",
 	"sluice_router_apply_errors_total":       "counter",
 	// analyzer
-	"sluice_rollout_phase":               "gauge",
-	"sluice_rollout_weight":              "gauge",
-	"sluice_analysis_measurements_total": "counter",
+	"sluice_rollout_phase":                 "gauge",
+	"sluice_rollout_weight":                "gauge",
+	"sluice_analysis_measurements_total":   "counter",
+	"sluice_rollout_events_total":          "counter",
+	"sluice_rollout_abort_latency_seconds": "histogram",
 	// xDS
 	"sluice_xds_connected_proxies":       "gauge",
 	"sluice_xds_snapshot_version":        "gauge",
@@ -214,9 +220,41 @@ func TestGrafanaDashboard(t *testing.T) {
 			}
 		}
 	}
+	for i, a := range d.Panels {
+		for _, b := range d.Panels[i+1:] {
+			ga, gb := a.GridPos, b.GridPos
+			if ga.X < gb.X+gb.W && gb.X < ga.X+ga.W && ga.Y < gb.Y+gb.H && gb.Y < ga.Y+ga.H {
+				t.Errorf("panels %q and %q overlap: %+v %+v", a.Title, b.Title, ga, gb)
+			}
+		}
+	}
 	for _, m := range mustShow {
 		if !shown[m] {
 			t.Errorf("the dashboard does not chart %s", m)
+		}
+	}
+}
+
+// TestExportedMetricsExist checks the list above against the code: each name must be
+// defined in a non-test Go file of the packages that export it, so a rename there fails here.
+func TestExportedMetricsExist(t *testing.T) {
+	var src strings.Builder
+	for _, dir := range []string{"router", "analyzer", "xds", "admin"} {
+		err := filepath.WalkDir(filepath.Join(repoRoot, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			src.Write(b)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name := range exportedMetrics {
+		if !strings.Contains(src.String(), strconv.Quote(name)) {
+			t.Errorf("%s is listed as exported, but no router/analyzer/xds/admin source defines it", name)
 		}
 	}
 }

@@ -33,5 +33,9 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 	$(GO) test -run '^$$' -bench . -benchtime 200000x ./router
 	$(GO) run ./bench/router -rounds $(or $(ROUNDS),5) -readme bench/README.md
 
+.PHONY: docker
+docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)
+	docker build -t sluice:$(or $(VERSION),dev) --build-arg VERSION=$(or $(VERSION),dev) .
+
 clean: ## Remove build output
 	rm -rf bin

@@ -110,11 +110,6 @@ func (ds Diagnostics) String() string {
 	return b.String()
 }
 
-// Error makes Diagnostics usable as an error (the errors, one a line).
-func (ds Diagnostics) Error() string {
-	return strings.TrimSuffix(ds.Errors().String(), "\n")
-}
-
 // sortDiags orders by file (in the order files were given), then line; equal
 // positions keep the order they were found in.
 func sortDiags(ds Diagnostics, fileOrder map[string]int) {

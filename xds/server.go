@@ -229,7 +229,7 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// cacheLogger sends go-control-plane's per-request info and debug lines to debug level.
+// cacheLogger drops go-control-plane's per-request info and debug lines.
 type cacheLogger struct{ l *zap.SugaredLogger }
 
 func (cacheLogger) Debugf(string, ...any)            {}

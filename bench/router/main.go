@@ -47,7 +47,7 @@ func main() {
 		rounds    = flag.Int("rounds", 5, "interleaved rounds")
 		satDur    = flag.Duration("sat", 4*time.Second, "saturation run per target and round")
 		conns     = flag.Int("c", 32, "keep-alive connections for the saturation run")
-		rate      = flag.Int("rate", 1000, "open-loop request rate for the latency run")
+		rate      = flag.Int("rate", 300, "open-loop request rate for the latency run (well below saturation)")
 		latDur    = flag.Duration("lat", 3*time.Second, "latency run per target and round")
 		readme    = flag.String("readme", "", "write the table into this README's router section")
 		install   = flag.Bool("install", true, "apt-get install nginx-light, haproxy and wrk when missing")
@@ -57,6 +57,8 @@ func main() {
 		canary    = flag.String("canary", "", "internal: canary backend")
 		metricsAt = flag.String("metrics", "", "internal: metrics address")
 		cpuProf   = flag.String("cpuprofile", "", "internal: write the Sluice child's CPU profile here")
+		noFast    = flag.Bool("no-fast-path", false, "internal: run the Sluice child with the net/http path only")
+		slowRow   = flag.Bool("nethttp-row", true, "also measure Sluice with its fast path off (net/http + ReverseProxy)")
 	)
 	flag.Parse()
 	if *serve {
@@ -67,12 +69,12 @@ func main() {
 				defer pprof.StopCPUProfile()
 			}
 		}
-		if err := serveSluice(*listen, *stable, *canary, *metricsAt); err != nil {
+		if err := serveSluice(*listen, *stable, *canary, *metricsAt, *noFast); err != nil {
 			fmt.Fprintln(os.Stderr, "sluice:", err)
 		}
 		return
 	}
-	cfg := benchConfig{rounds: *rounds, satDur: *satDur, conns: *conns, rate: *rate, latDur: *latDur, install: *install}
+	cfg := benchConfig{rounds: *rounds, satDur: *satDur, conns: *conns, rate: *rate, latDur: *latDur, install: *install, netHTTPRow: *slowRow}
 	table, err := run(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "router-bench:", err)
@@ -90,9 +92,9 @@ func main() {
 
 // serveSluice runs the router the way a user would for a canary at 10%: a 90/10 split,
 // two header routes, an internal-traffic marker, and /metrics served.
-func serveSluice(listen, stable, canary, metricsAddr string) error {
+func serveSluice(listen, stable, canary, metricsAddr string, noFast bool) error {
 	reg := prometheus.NewRegistry()
-	r, err := router.New(router.Options{Logger: zap.NewNop(), Registerer: reg})
+	r, err := router.New(router.Options{Logger: zap.NewNop(), Registerer: reg, DisableFastPath: noFast})
 	if err != nil {
 		return err
 	}
@@ -137,6 +139,8 @@ type benchConfig struct {
 	rate    int
 	latDur  time.Duration
 	install bool
+	// netHTTPRow adds Sluice with the fast path off.
+	netHTTPRow bool
 }
 
 // target is one row: a URL to load and, for proxies, the process tree whose CPU is counted.
@@ -242,13 +246,19 @@ func stopProcess(cmd *exec.Cmd) func() {
 	}
 }
 
-func startSluice(stable, canary string) (*target, error) {
+func startSluice(stable, canary string, noFast bool) (*target, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	listen := freePort()
-	cmd, err := startProcess(self, "-serve-sluice", "-listen", listen, "-stable", stable, "-canary", canary, "-metrics", freePort())
+	args := []string{"-serve-sluice", "-listen", listen, "-stable", stable, "-canary", canary, "-metrics", freePort()}
+	name := "sluice (90/10, headers, metrics)"
+	if noFast {
+		args = append(args, "-no-fast-path")
+		name = "sluice, fast path off (net/http)"
+	}
+	cmd, err := startProcess(self, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +266,7 @@ func startSluice(stable, canary string) (*target, error) {
 		stopProcess(cmd)()
 		return nil, err
 	}
-	return &target{name: "sluice (90/10, headers, metrics)", url: "http://" + listen + "/", pid: cmd.Process.Pid, stop: stopProcess(cmd)}, nil
+	return &target{name: name, url: "http://" + listen + "/", pid: cmd.Process.Pid, stop: stopProcess(cmd)}, nil
 }
 
 func startNginx(install bool, stable, canary string) (*target, error) {
@@ -494,11 +504,15 @@ func run(cfg benchConfig) (string, error) {
 	defer stopC()
 	targets := []*target{{name: "direct (no proxy)", url: "http://" + stable + "/"}}
 	var skipped []string
-	for _, start := range []func() (*target, error){
+	starts := []func() (*target, error){
 		func() (*target, error) { return startNginx(cfg.install, stable, canary) },
 		func() (*target, error) { return startHAProxy(cfg.install, stable, canary) },
-		func() (*target, error) { return startSluice(stable, canary) },
-	} {
+		func() (*target, error) { return startSluice(stable, canary, false) },
+	}
+	if cfg.netHTTPRow {
+		starts = append(starts, func() (*target, error) { return startSluice(stable, canary, true) })
+	}
+	for _, start := range starts {
 		t, err := start()
 		if err != nil {
 			skipped = append(skipped, err.Error())
@@ -521,7 +535,7 @@ func run(cfg benchConfig) (string, error) {
 				return "", fmt.Errorf("%s latency run: %v", t.name, err)
 			}
 			t.rps, t.cpu, t.p50, t.p99 = append(t.rps, rps), append(t.cpu, cpu), append(t.p50, p50), append(t.p99, p99)
-			fmt.Fprintf(os.Stderr, "round %d %-34s %8.0f rps  %6.1f µs/req  p50 %.3f ms  p99 %.3f ms\n", round, t.name, rps, cpu, p50, p99)
+			fmt.Fprintf(os.Stderr, "round %d %-36s %8.0f rps  %6.1f µs/req  p50 %.3f ms  p99 %.3f ms\n", round, t.name, rps, cpu, p50, p99)
 		}
 	}
 	return render(cfg, targets, skipped), nil

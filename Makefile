@@ -37,5 +37,9 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)
 	docker build -t sluice:$(or $(VERSION),dev) --build-arg VERSION=$(or $(VERSION),dev) .
 
+.PHONY: fuzz-config
+fuzz-config: ## Fuzz the config loader (FuzzLoad) for FUZZTIME (default 60s)
+	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(or $(FUZZTIME),60s) -fuzzminimizetime 5s ./config
+
 clean: ## Remove build output
 	rm -rf bin

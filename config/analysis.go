@@ -229,7 +229,6 @@ func (l *loader) metric(d *dec, o *obj) (model.Metric, bool) {
 			d.errf(o.key("count"), CodeSchema, "%s: count is %d but interval is not set; set interval (e.g. 30s), as Argo requires when count > 1", o.path, m.Count)
 		}
 	}
-	o.ignore("planned", "dryRun") // Argo has no per-metric dryRun; it is spec.dryRun
 	p, keep := l.provider(d, o)
 	m.Provider = p
 	return m, keep

@@ -637,3 +637,62 @@ func TestEnvoyDeployment(t *testing.T) {
 		t.Error("envoy should use the pod name as its node id (--service-node $(POD_NAME))")
 	}
 }
+
+// TestClusterEndpointsAreServices checks that every endpoint of the Kubernetes config's
+// Clusters is an IP (Envoy's EDS takes nothing else) that is the fixed ClusterIP of a
+// Service shipped here, on one of its ports, and that the Service reaches a Deployment.
+func TestClusterEndpointsAreServices(t *testing.T) {
+	objs := loadObjects(t)
+	cfg := parseSluiceConfig(t, findConfigMap(t, objs, "sluice-config")["sluice.yaml"])
+	byIP := map[string]*corev1.Service{}
+	for _, o := range objs {
+		if s, ok := o.obj.(*corev1.Service); ok && s.Spec.ClusterIP != "" {
+			byIP[s.Spec.ClusterIP] = s
+		}
+	}
+	n := 0
+	for _, c := range cfg.docsOf("Cluster") {
+		var spec struct {
+			Endpoints []struct{ Address string } `yaml:"endpoints"`
+		}
+		decodeSpec(t, c, &spec)
+		for _, ep := range spec.Endpoints {
+			n++
+			h := host(t, ep.Address)
+			if net.ParseIP(h) == nil {
+				t.Errorf("cluster %s endpoint %s: Envoy needs an IP address, not a name", name(t, c), ep.Address)
+				continue
+			}
+			svc := byIP[h]
+			if svc == nil {
+				t.Errorf("cluster %s endpoint %s: no Service here has clusterIP %s", name(t, c), ep.Address, h)
+				continue
+			}
+			var target *intstr.IntOrString
+			for _, p := range svc.Spec.Ports {
+				if p.Port == port(t, ep.Address) {
+					target = &p.TargetPort
+				}
+			}
+			if target == nil {
+				t.Errorf("cluster %s endpoint %s: Service %s has no such port", name(t, c), ep.Address, svc.Name)
+				continue
+			}
+			var d *appsv1.Deployment
+			for _, o := range objs {
+				if dd, ok := o.obj.(*appsv1.Deployment); ok && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dd.Spec.Template.Labels)) {
+					d = dd
+				}
+			}
+			if d == nil {
+				t.Errorf("Service %s selects no Deployment", svc.Name)
+				continue
+			}
+			checkPod(t, d)
+			checkService(t, svc, d)
+		}
+	}
+	if n == 0 {
+		t.Error("the config's Clusters have no endpoints")
+	}
+}

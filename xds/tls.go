@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -14,8 +15,11 @@ import (
 	"github.com/sluice-mesh/sluice/model"
 )
 
+// tlsRecheck is how often, at most, the TLS files are checked for changes.
+var tlsRecheck = time.Second
+
 // certFiles loads a certificate, key and optional client CA, and reloads them when a
-// file's modification time or size changes (checked at most once a second, on handshake).
+// file's content changes (checked on handshake, at most every tlsRecheck).
 type certFiles struct {
 	files *model.TLS
 	log   *zap.Logger
@@ -62,11 +66,11 @@ func (cf *certFiles) stampOf() (string, error) {
 		if p == "" {
 			continue
 		}
-		fi, err := os.Stat(p)
+		b, err := os.ReadFile(p)
 		if err != nil {
 			return "", fmt.Errorf("xds: TLS: %w", err)
 		}
-		s += fmt.Sprintf("%s:%d:%d;", p, fi.ModTime().UnixNano(), fi.Size())
+		s += fmt.Sprintf("%s:%x;", p, sha256.Sum256(b))
 	}
 	return s, nil
 }
@@ -76,7 +80,7 @@ func (cf *certFiles) stampOf() (string, error) {
 func (cf *certFiles) load(first bool) (*tls.Certificate, *x509.CertPool, error) {
 	cf.mu.Lock()
 	defer cf.mu.Unlock()
-	if !first && time.Since(cf.checked) < time.Second {
+	if !first && time.Since(cf.checked) < tlsRecheck {
 		return cf.cert, cf.pool, nil
 	}
 	cf.checked = time.Now()

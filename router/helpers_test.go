@@ -35,11 +35,11 @@ type backend struct {
 	release chan struct{}
 }
 
-func newBackend(t *testing.T, name string) *backend {
-	return newBackendProto(t, name, false)
+func newBackend(t *testing.T, name string, configure ...func(*http.Server)) *backend {
+	return newBackendProto(t, name, false, configure...)
 }
 
-func newBackendProto(t *testing.T, name string, h2c bool) *backend {
+func newBackendProto(t *testing.T, name string, h2c bool, configure ...func(*http.Server)) *backend {
 	t.Helper()
 	b := &backend{name: name, release: make(chan struct{})}
 	b.status.Store(200)
@@ -55,6 +55,9 @@ func newBackendProto(t *testing.T, name string, h2c bool) *backend {
 		p.SetUnencryptedHTTP2(true)
 		p.SetHTTP1(true)
 		b.srv.Protocols = &p
+	}
+	for _, f := range configure {
+		f(b.srv)
 	}
 	go b.srv.Serve(ln)
 	t.Cleanup(func() {

@@ -609,6 +609,45 @@ func TestStreamingBodies(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB while streaming 256 MiB", (p-base)>>20)
 	}
 	t.Logf("heap in use grew by at most %d KiB while streaming 256 MiB", (max(peak.Load(), base)-base)>>10)
+
+	// A Content-Length upload stays on the fast path and streams too.
+	const sized = 32 << 20
+	req, _ = http.NewRequest("POST", "http://"+addr+"/upload", io.LimitReader(zeros{}, sized))
+	req.ContentLength = sized
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != fmt.Sprint(sized) {
+		t.Fatalf("backend received %s bytes, want %d", body, sized)
+	}
+}
+
+// TestStalePooledConnectionRetried: an upstream that closed an idle pooled connection
+// does not cost the client an error.
+func TestStalePooledConnectionRetried(t *testing.T) {
+	var closed atomic.Int64
+	stable := newBackend(t, "stable", func(srv *http.Server) {
+		srv.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				closed.Add(1)
+			}
+		}
+		srv.IdleTimeout = 30 * time.Millisecond
+	})
+	canary := newBackend(t, "canary")
+	addr := freeAddr(t)
+	startRouter(t, twoClusters(addr, stable, canary, 0), Options{})
+	c := newClient()
+	for i := 0; i < 3; i++ {
+		before := closed.Load()
+		if st, who, _ := get(t, c, "http://"+addr+"/", nil); st != 200 || who != "stable" {
+			t.Fatalf("request %d: %d from %q", i, st, who)
+		}
+		eventually(t, "backend closed the idle upstream connection", func() bool { return closed.Load() > before })
+	}
 }
 
 type zeros struct{}

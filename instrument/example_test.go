@@ -25,7 +25,7 @@ func Example() {
 		http.Error(w, "database down", http.StatusServiceUnavailable)
 	})
 	m.Precreate("GET", "/orders/{id}", 200, 500) // so "no errors yet" reads 0, not no data
-	handler := m.Middleware(mux)                  // serve this, and reg on /metrics via promhttp
+	handler := m.Middleware(mux)                 // serve this, and reg on /metrics via promhttp
 
 	handler.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/orders/42", nil))
 

@@ -38,6 +38,17 @@ const MaxFileSize = 10 << 20
 // maxDepth bounds how deeply a document may nest, checked before parsing.
 const maxDepth = 100
 
+// maxEntries bounds the lines plus flow-list separators of a file, checked before
+// parsing, so that the parsed tree stays small (a YAML node costs a few hundred bytes:
+// 10 MiB of "a," would take a gigabyte).
+const maxEntries = 200_000
+
+// entries counts newlines and commas: an upper bound on what the parser will build,
+// give or take a constant.
+func entries(data []byte) int {
+	return bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte(","))
+}
+
 // Load reads the given files and directories (every *.yaml and *.yml file directly in
 // a directory, in name order) as one configuration. It returns the model when there is
 // no error, else nil; the diagnostics hold every error and warning either way, sorted
@@ -210,6 +221,10 @@ func (l *loader) file(name string, data []byte) {
 	}
 	if ln, ok := tooDeep(data); !ok {
 		l.fail(name, ln, "document nests more than %d levels deep; configuration never does", maxDepth)
+		return
+	}
+	if n := entries(data); n > maxEntries {
+		l.fail(name, 1, "file has about %d entries (lines and list items); the limit is %d: split it", n, maxEntries)
 		return
 	}
 	d := newDec(name, &l.diags, len(data))

@@ -43,6 +43,8 @@ func TestHostileInput(t *testing.T) {
 		{"list document", "- a\n- b\n", "x.yaml:1: document: want a mapping, got a list"},
 		{"deep flow nesting", strings.Repeat("[", 100000), "x.yaml:1: document nests more than 100 levels deep; configuration never does"},
 		{"deep block nesting", block.String(), "x.yaml:402: document nests more than 100 levels deep; configuration never does"},
+		{"many entries", "a: [" + strings.Repeat("a,", 300000) + "a]", "x.yaml:1: file has about 300000 entries (lines and list items); the limit is 200000: split it"},
+		{"many lines", strings.Repeat("- a\n", 250000), "x.yaml:1: file has about 250000 entries (lines and list items); the limit is 200000: split it"},
 		{"alias bomb", bomb, "x.yaml:6: document is too complex: its aliases expand to too many nodes; write it out plainly"},
 		{"no kind", "apiVersion: v1\nmetadata: {name: x}\n", "x.yaml:1: kind is required: Rollout, AnalysisTemplate, ClusterAnalysisTemplate, Cluster, Listener or ControlPlane"},
 	} {

@@ -8,6 +8,27 @@
 // atomically, so a weight change applies to the very next request and a bad snapshot is
 // refused while the old table keeps serving. Endpoint state (health, ejection, warm-up)
 // is kept per cluster and address across Apply.
+//
+// Metrics, registered on Options.Registerer: http_requests_total, http_errors_total and
+// http_request_duration_seconds, labelled method, route, status_code and cluster, count
+// analysis traffic only — never internal-marked requests from trusted sources, requests
+// served by an endpoint in warm-up, or mirror copies; those go to
+// sluice_router_excluded_requests_total{route,cluster,reason=internal|warmup|mirror,status_code}.
+// A client that hangs up before its answer is recorded with status_code="499" in
+// http_requests_total and the histogram but never in http_errors_total, so it cannot fail
+// a canary. Upstream timeouts answer 504, unreachable upstreams 502, a cluster without
+// endpoints 503. Also: sluice_router_spoofed_marker_total{listener},
+// sluice_router_endpoint_healthy{cluster,endpoint}, sluice_router_endpoint_ejections_total,
+// sluice_router_unmatched_requests_total{listener}, sluice_router_mirror_dropped_total,
+// sluice_router_table_version and sluice_router_apply_errors_total. Label children are
+// created with the table (GET 200 and GET 500 per route and cluster, so error ratios are 0,
+// not absent) and cached per (method, status) after first use: no per-request lookups.
+//
+// Routes match in the order given (host, then path prefix). Plain HTTP/1.1 keep-alive
+// requests take a hand-written fast path (fast.go); connections that need more (Upgrade,
+// chunked or Expect uploads, HTTP/1.0, h2c) and listeners with a mirror route or an h2c
+// cluster are served by net/http and httputil.ReverseProxy (proxy.go), with the same
+// routing decision and metrics.
 package router
 
 import (

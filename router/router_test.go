@@ -842,3 +842,34 @@ func TestKeepAliveThenUpgradeOnSameConnection(t *testing.T) {
 		t.Fatalf("echo %q %v", buf, err)
 	}
 }
+
+func TestListenerLimits(t *testing.T) {
+	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
+	addr := freeAddr(t)
+	s := twoClusters(addr, stable, canary, 0)
+	s.Listeners[0].Limits = model.Limits{MaxHeaderBytes: 4096, IdleTimeout: 100 * time.Millisecond}
+	startRouter(t, s, Options{})
+	c := newClient()
+	if st, _, _ := get(t, c, "http://"+addr+"/", map[string]string{"X-Big": strings.Repeat("a", 32<<10)}); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("oversized head answered %d, want 431", st)
+	}
+	if st, _, _ := get(t, c, "http://"+addr+"/", map[string]string{"X-Small": "a"}); st != 200 {
+		t.Fatalf("normal request after an oversized one: %d", st)
+	}
+	// An idle keep-alive connection is closed by the router after IdleTimeout.
+	conn, br := rawConn(t, addr)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v, want EOF from the router closing it", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("idle connection closed after %v, want ~100ms", took)
+	}
+}

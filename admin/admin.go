@@ -55,7 +55,8 @@ type Options struct {
 	Token string
 	// Rollouts is the controller; nil answers 503 on the rollout endpoints.
 	Rollouts Rollouts
-	// Nodes serves GET /api/v1/xds/nodes (xds.Server.NodesHandler); nil answers [].
+	// Nodes serves GET /api/v1/xds/nodes (xds.Server.NodesHandler: {"nodes": [...]});
+	// nil answers {"nodes": []}.
 	Nodes http.Handler
 	// Gatherer is exposed on /metrics; nil: /metrics answers 404.
 	Gatherer prometheus.Gatherer
@@ -373,7 +374,7 @@ func (s *Server) authorized(r *http.Request) bool {
 
 func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Nodes == nil {
-		writeJSON(w, http.StatusOK, []struct{}{})
+		writeJSON(w, http.StatusOK, map[string][]struct{}{"nodes": {}})
 		return
 	}
 	s.opts.Nodes.ServeHTTP(w, r)

@@ -440,11 +440,11 @@ func TestEventsStreamChanges(t *testing.T) {
 
 func TestNodesEndpoint(t *testing.T) {
 	_, ts := newTestServer(t, Options{})
-	if code, body := do(t, "GET", ts.URL+"/api/v1/xds/nodes", "", ""); code != 200 || strings.TrimSpace(body) != "[]" {
+	if code, body := do(t, "GET", ts.URL+"/api/v1/xds/nodes", "", ""); code != 200 || strings.TrimSpace(body) != `{"nodes":[]}` {
 		t.Fatalf("no xds: %d %q", code, body)
 	}
 	nodes := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte(`[{"id":"envoy-1","acked":"7"}]`))
+		_, _ = w.Write([]byte(`{"nodes":[{"id":"envoy-1","appliedVersion":7}]}`))
 	})
 	_, ts2 := newTestServer(t, Options{Nodes: nodes})
 	if code, body := do(t, "GET", ts2.URL+"/api/v1/xds/nodes", "", ""); code != 200 || !strings.Contains(body, "envoy-1") {

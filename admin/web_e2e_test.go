@@ -112,7 +112,14 @@ func richStatus() analyzer.RolloutStatus {
 func TestWebViewInChromium(t *testing.T) {
 	f := newFake()
 	f.items["checkout"] = richStatus()
-	nodes := httpHandlerString(`[{"id":"envoy-edge-1","cluster":"edge","ackedVersion":"12","nack":""}]`)
+	nodes := httpHandlerString(`{"nodes":[
+		{"key":"envoy/envoy-edge-1","id":"envoy-edge-1","cluster":"edge","shape":"envoy","connected":true,"streams":1,
+		 "appliedVersion":12,"reverted":false,"responses":9,"nacks":0,
+		 "types":[{"type":"CDS","sent":"3","acked":"3"},{"type":"RDS","sent":"12","acked":"12"}]},
+		{"key":"grpc/grpc-client-7","id":"grpc-client-7","shape":"grpc","connected":true,"streams":1,
+		 "appliedVersion":11,"reverted":true,"responses":12,"nacks":1,
+		 "lastNack":{"type":"RDS","snapshotVersion":12,"message":"route: no such cluster canary-x"},
+		 "types":[{"type":"RDS","sent":"12","acked":"11","nacked":"12","nackMessage":"route: no such cluster canary-x"}]}]}`)
 	s, err := New(Options{Address: "127.0.0.1:0", Rollouts: f, Nodes: nodes, EventInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +131,7 @@ func TestWebViewInChromium(t *testing.T) {
 	for _, want := range []string{
 		`data-name="checkout"`, ">Degraded<", ">aborted<", ">2/6<", "[0.051]",
 		"canary-health", "error-rate", "result[0] &lt; 0.02", "envoy-edge-1",
+		"grpc-client-7", "no such cluster canary-x", ">NACK<", ">ACK<", "RDS 11", "(sent 12)", "grpc-client-7", "no such cluster canary-x", ">NACK<", "RDS 12",
 		">Promote<", ">Abort<", "<svg", "<path", "<circle", ">polling<",
 		"abort applied in", "0.412 s",
 	} {

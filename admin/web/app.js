@@ -213,23 +213,33 @@ function render() {
   if (!rollouts.length) { root.append(el("p", { class: "empty" }, "No rollouts configured.")); return; }
   for (const ro of rollouts) root.append(rolloutCard(ro));
 }
-function renderNodes(nodes) {
+function renderNodes(body) {
   markLoaded("nodes");
+  const nodes = Array.isArray(body) ? body : ((body && body.nodes) || []);
   const root = document.getElementById("nodes");
   root.replaceChildren();
-  if (!Array.isArray(nodes) || !nodes.length) {
+  if (!nodes.length) {
     root.append(el("p", { class: "empty" }, "No xDS clients connected (or xDS not configured)."));
     return;
   }
-  const keys = [];
-  for (const n of nodes) for (const k of Object.keys(n)) if (!keys.includes(k)) keys.push(k);
-  const fmt = v => v == null ? "" : (typeof v === "object" ? JSON.stringify(v) : String(v));
   const tb = el("tbody");
   for (const n of nodes) {
-    const nack = Object.keys(n).some(k => /nack|error/i.test(k) && n[k]);
-    tb.append(el("tr", { class: nack ? "nack" : "ack" }, ...keys.map(k => el("td", {}, fmt(n[k])))));
+    const nacked = (n.types || []).some(t => t.nacked);
+    const state = !n.connected ? el("span", { class: "badge" }, "gone")
+      : nacked || n.reverted ? el("span", { class: "badge Failed" }, "NACK")
+      : el("span", { class: "badge Healthy" }, "ACK");
+    const types = (n.types || []).map(t => el("div", {},
+      `${t.type} ${t.acked || "-"}`, t.sent && t.sent !== t.acked ? ` (sent ${t.sent})` : ""));
+    tb.append(el("tr", { class: nacked ? "nack" : "ack" },
+      el("td", {}, el("b", {}, n.id || n.key || "?"), el("div", { class: "why" }, [n.shape, n.cluster, n.userAgent].filter(Boolean).join(" · "))),
+      el("td", {}, state),
+      el("td", {}, String(n.appliedVersion != null ? n.appliedVersion : "-")),
+      el("td", {}, ...types),
+      el("td", {}, `${n.nacks || 0}`, n.lastNack ? el("div", { class: "why" }, `${n.lastNack.type} v${n.lastNack.snapshotVersion}: ${n.lastNack.message}`) : null)));
   }
-  root.append(el("div", { class: "card" }, el("table", {}, el("thead", {}, el("tr", {}, ...keys.map(k => el("th", {}, k)))), tb)));
+  root.append(el("div", { class: "card" }, el("table", {}, el("thead", {}, el("tr", {},
+    el("th", {}, "node"), el("th", {}, "state"), el("th", {}, "routes applied (version)"),
+    el("th", {}, "ACKed per type"), el("th", {}, "NACKs"))), tb)));
 }
 
 // ---- data ----

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -182,5 +183,57 @@ func TestServeRunsReloadsAndShutsDown(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + rs.AdminAddr + "/healthz"); err == nil {
 		t.Fatal("admin still serving after shutdown")
+	}
+}
+
+// TestServeWithXDS runs with an xDS server configured: the rollout still progresses (no
+// proxy connected, so nothing to wait for), and the admin API serves the fleet's status.
+func TestServeWithXDS(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	listen, _ := freeAddr("")
+	xdsAddr, _ := freeAddr("")
+	cfg := strings.Replace(serveConfig(listen, "127.0.0.1:0", filepath.Join(dir, "state"), "{}"),
+		"  stateDir:", "  xds: {address: "+xdsAddr+"}\n  stateDir:", 1)
+	writeConfig(t, p, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan *runningServer, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, serveOptions{Files: []string{p}, Started: func(rs *runningServer) { started <- rs }})
+	}()
+	var rs *runningServer
+	select {
+	case rs = <-started:
+	case err := <-done:
+		t.Fatalf("runServe: %v", err)
+	}
+	waitUntil(t, "the rollout paused at 30%", func() bool {
+		st, ok := rs.Controller.Get("svc")
+		return ok && st.Phase == analyzer.PhasePaused && st.ActualWeight == 30
+	})
+	resp, err := http.Get("http://" + rs.AdminAddr + "/api/v1/xds/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes struct{ Nodes []map[string]any }
+	err = json.NewDecoder(resp.Body).Decode(&nodes)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil {
+		t.Fatalf("nodes: %d %v", resp.StatusCode, err)
+	}
+	// The xDS port is bound.
+	conn, err := net.Dial("tcp", xdsAddr)
+	if err != nil {
+		t.Fatalf("xDS server not listening on %s: %v", xdsAddr, err)
+	}
+	conn.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Dial("tcp", xdsAddr); err == nil {
+		t.Fatal("xDS server still listening after shutdown")
 	}
 }

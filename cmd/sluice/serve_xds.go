@@ -1,5 +1,3 @@
-//go:build sluicewip
-
 package main
 
 import (

@@ -205,9 +205,12 @@ func TestMain(m *testing.M) {
 func sluiceBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
+		// Stays the error if a check below stops the test (t.Fatal) before the build ends.
+		binErr = fmt.Errorf("the Dockerfile's build command could not be run (see the first test that tried)")
 		df := parseDockerfile(t)
-		binDir, binErr = os.MkdirTemp("", "sluice-docker-build-")
-		if binErr != nil {
+		var err error
+		if binDir, err = os.MkdirTemp("", "sluice-docker-build-"); err != nil {
+			binErr = err
 			return
 		}
 		out := filepath.Join(binDir, "sluice")
@@ -226,7 +229,7 @@ func sluiceBinary(t *testing.T) string {
 			return
 		}
 		t.Logf("built with the Dockerfile's command in %v: %s go %s", time.Since(start).Round(time.Millisecond), strings.Join(env, " "), strings.Join(args, " "))
-		binPath = out
+		binPath, binErr = out, nil
 	})
 	if binErr != nil {
 		t.Fatal(binErr)

@@ -59,6 +59,10 @@ func init() {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		res, err := runDemo(ctx, o)
+		if err != nil && ctx.Err() != nil {
+			fmt.Fprintln(stderr, "sluice demo: interrupted; the backends, the load and Sluice have stopped")
+			return exitInvalid
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "sluice demo: %v\n", err)
 			return exitInvalid

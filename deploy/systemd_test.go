@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
 )
 
 const unitPath = "deploy/systemd/sluice.service"
@@ -132,6 +134,47 @@ func TestConfigsValidate(t *testing.T) {
 		out, err := exec.Command(bin, "validate", "-f", f).CombinedOutput()
 		if err != nil {
 			t.Errorf("sluice validate -f %s: %v\n%s", f, err, out)
+		}
+	}
+}
+
+// TestCommandLinesUseRealFlags runs `sluice COMMAND --help` on the built binary for every
+// Sluice command line in the manifests and the unit, and checks each flag they pass exists.
+func TestCommandLinesUseRealFlags(t *testing.T) {
+	bin := sluiceBinary(t)
+	var lines [][]string
+	for _, o := range loadObjects(t) {
+		if d, ok := o.obj.(*appsv1.Deployment); ok {
+			for _, c := range d.Spec.Template.Spec.Containers {
+				if strings.Contains(c.Image, "/sluice:") {
+					lines = append(lines, c.Args)
+				}
+			}
+		}
+	}
+	u := parseUnit(t, string(readFile(t, unitPath)))
+	for _, k := range []string{"ExecStartPre", "ExecStart"} {
+		for _, v := range u["Service"][k] {
+			lines = append(lines, strings.Fields(v)[1:])
+		}
+	}
+	if len(lines) < 4 {
+		t.Fatalf("found only %d sluice command lines", len(lines))
+	}
+	for _, args := range lines {
+		help, err := exec.Command(bin, args[0], "--help").CombinedOutput()
+		if err != nil {
+			t.Errorf("sluice %s --help: %v\n%s", args[0], err, help)
+			continue
+		}
+		for _, a := range args[1:] {
+			if !strings.HasPrefix(a, "-") {
+				continue
+			}
+			flag := "-" + strings.TrimLeft(strings.SplitN(a, "=", 2)[0], "-")
+			if !strings.Contains(string(help), "  "+flag+" ") && !strings.Contains(string(help), "  "+flag+"\n") {
+				t.Errorf("sluice %s: flag %s (from %v) is not in its --help", args[0], flag, args)
+			}
 		}
 	}
 }

@@ -448,7 +448,11 @@ func (l *loader) doc(d *dec, n *yaml.Node) {
 	spec := top.obj("spec")
 	top.end()
 	if !spec.present() {
-		top.require("spec", "describe the "+kind)
+		if v := top.get("spec"); v == nil || isNull(d.resolve(v)) {
+			top.require("spec", "describe the "+kind)
+		}
+		l.placeholder(d, kind, name, d.pos(meta.key("name")))
+		return
 	}
 	if name == "" {
 		return
@@ -465,6 +469,29 @@ func (l *loader) doc(d *dec, n *yaml.Node) {
 		l.listener(d, name, pos, spec)
 	case "ControlPlane":
 		l.controlPlane(d, name, pos, spec)
+	}
+}
+
+// placeholder defines the name of a document whose spec is unusable (already reported),
+// so that references to it do not report it a second time as missing.
+func (l *loader) placeholder(d *dec, kind, name string, pos model.Pos) {
+	if name == "" {
+		return
+	}
+	switch kind {
+	case "Cluster":
+		if l.define(d, l.clusterAt, kind, name, pos) {
+			l.cfg.Clusters = append(l.cfg.Clusters, model.Cluster{Name: name, Pos: pos})
+		}
+	case "Listener":
+		if l.define(d, l.listenerAt, kind, name, pos) {
+			l.cfg.Listeners = append(l.cfg.Listeners, model.Listener{Name: name, Pos: pos})
+		}
+	case "AnalysisTemplate", "ClusterAnalysisTemplate":
+		k := tkey{name, kind == "ClusterAnalysisTemplate"}
+		if l.templates[k] == nil {
+			l.templates[k] = &templateDoc{d: d, t: model.AnalysisTemplate{Name: name, ClusterScope: k.cluster, Pos: pos}, bad: true}
+		}
 	}
 }
 

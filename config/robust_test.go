@@ -135,3 +135,20 @@ func TestDirectoriesAndSeveralFiles(t *testing.T) {
 		t.Errorf("empty dir: %s", d)
 	}
 }
+
+// TestOddShapesGolden checks the whole report for a file of odd shapes (empty steps,
+// wrong kinds of node, two providers, bad header names, ...). UPDATE_GOLDEN=1 rewrites it.
+func TestOddShapesGolden(t *testing.T) {
+	_, ds := Load("testdata/odd.yaml")
+	got := ds.String()
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		os.WriteFile("testdata/odd.golden", []byte(got), 0o644)
+	}
+	want, err := os.ReadFile("testdata/odd.golden")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("report differs from testdata/odd.golden:\n%s", got)
+	}
+}

@@ -313,6 +313,10 @@ func (l *loader) step(rd *rolloutDoc, n *yaml.Node, path string) []model.Step {
 			}
 			s.SetWeight = &w
 		case "pause":
+			if pv := d.resolve(v); pv != nil && pv.Kind == yaml.ScalarNode && !isNull(pv) {
+				d.errf(pv, CodeSchema, "%s: want a mapping; write pause: {duration: %s} (or pause: {} to wait for sluice promote)", p, pv.Value)
+				continue
+			}
 			po := d.object(v, o.key(a), p)
 			pz := &model.Pause{}
 			if dv := po.get("duration"); dv != nil && !isNull(dv) {

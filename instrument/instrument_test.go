@@ -232,6 +232,27 @@ func TestNewTwiceOnOneRegistryShares(t *testing.T) {
 	}
 }
 
+func TestTwoServicesOneRegistryByConstLabels(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	stable, err := New(reg, Options{ConstLabels: prometheus.Labels{"backend": "stable"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary, err := New(reg, Options{ConstLabels: prometheus.Labels{"backend": "canary"}})
+	if err != nil {
+		t.Fatalf("second service on the same registry: %v", err)
+	}
+	stable.Observe("GET", "/", 200, time.Millisecond)
+	canary.Observe("GET", "/", 500, time.Millisecond)
+	want := map[string]float64{
+		"backend=stable,method=GET,route=/,status_code=200": 1,
+		"backend=canary,method=GET,route=/,status_code=500": 1,
+	}
+	if diff := cmp.Diff(want, series(t, reg, RequestsTotal)); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
 func TestHTTPStatusFromCode(t *testing.T) {
 	for c, want := range map[codes.Code]int{
 		codes.OK: 200, codes.Canceled: 499, codes.Unknown: 500, codes.InvalidArgument: 400,

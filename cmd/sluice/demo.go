@@ -510,6 +510,10 @@ func (v *demoView) draw(st analyzer.RolloutStatus) {
 	}
 	fmt.Fprintf(&b, "traffic: %d answered by stable, %d by canary, %d errors\n\n",
 		v.load.stable.Load(), v.load.canary.Load(), v.load.errs.Load())
+	// Only the latest analysis run: the screen must fit a terminal.
+	if n := len(st.AnalysisRuns); n > 1 {
+		st.AnalysisRuns = st.AnalysisRuns[n-1:]
+	}
 	renderStatus(&b, st, time.Now())
 	b.WriteString("\nWhat happened:\n")
 	ev := v.events

@@ -50,7 +50,7 @@ func entries(data []byte) int {
 }
 
 // Load reads the given files and directories (every *.yaml and *.yml file directly in
-// a directory, in name order) as one configuration. It returns the model when there is
+// a directory, in name order; a file named twice is read once) as one configuration. It returns the model when there is
 // no error, else nil; the diagnostics hold every error and warning either way, sorted
 // by file and line.
 func Load(paths ...string) (*model.Config, Diagnostics) {
@@ -92,6 +92,7 @@ type loader struct {
 	controlPlaneAt                   *model.Pos
 	ignoredKinds                     map[string]bool
 	routeRefs                        []routeRef
+	readPaths                        map[string]bool
 }
 
 type tkey struct {
@@ -107,6 +108,7 @@ func newLoader() *loader {
 		rolloutAt:    map[string]model.Pos{},
 		templates:    map[tkey]*templateDoc{},
 		ignoredKinds: map[string]bool{},
+		readPaths:    map[string]bool{},
 	}
 }
 
@@ -176,6 +178,15 @@ func unwrapPathErr(err error) error {
 }
 
 func (l *loader) readFile(p string, size int64) {
+	// The same file named twice (directly, or also through its directory) is read once.
+	key := filepath.Clean(p)
+	if abs, err := filepath.Abs(p); err == nil {
+		key = abs
+	}
+	if l.readPaths[key] {
+		return
+	}
+	l.readPaths[key] = true
 	if size > MaxFileSize {
 		l.fail(p, 0, "file is %d bytes; the limit is %d (10 MiB): split it or remove what is not configuration", size, MaxFileSize)
 		return

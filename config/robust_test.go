@@ -120,9 +120,16 @@ func TestDirectoriesAndSeveralFiles(t *testing.T) {
 	if len(cfg.Clusters) != 2 || len(cfg.Rollouts) != 1 || len(cfg.Rollout("backend-api").Canary.Steps[4].Analysis.Metrics) != 2 {
 		t.Errorf("directory config incomplete: %+v", cfg)
 	}
-	// The same files twice: every name is a duplicate.
-	_, ds = Load(dir, filepath.Join(dir, "b.yaml"))
-	if len(ds.Errors()) != 1 || !strings.Contains(ds[0].Message, `Cluster "backend-api-stable" is already defined at `+filepath.Join(dir, "b.yaml")+":4") {
+	// A file named twice is read once.
+	if _, ds = Load(dir, filepath.Join(dir, "b.yaml"), dir+"/./b.yaml"); len(ds) != 0 {
+		t.Errorf("a file named twice:\n%s", ds)
+	}
+	// A copy of a file: every name in it is a duplicate.
+	b, _ := os.ReadFile(filepath.Join(dir, "b.yaml"))
+	other := filepath.Join(t.TempDir(), "copy.yaml")
+	os.WriteFile(other, b, 0o644)
+	_, ds = Load(dir, other)
+	if len(ds.Errors()) != 1 || ds[0].String() != other+`:4: Cluster "backend-api-stable" is already defined at `+filepath.Join(dir, "b.yaml")+":4; rename one of them" {
 		t.Errorf("duplicate across files:\n%s", ds)
 	}
 	_, ds = Load(filepath.Join(dir, "missing.yaml"))

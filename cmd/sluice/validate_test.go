@@ -70,7 +70,8 @@ func TestValidateUsage(t *testing.T) {
 		{[]string{"validate", "-f", "does-not-exist.yaml"}, exitInvalid, "does-not-exist.yaml:0: cannot read: no such file or directory"},
 		// Positional files work as well as -f; -f takes commas.
 		{[]string{"validate", "../../examples/sluice.yaml"}, exitOK, "configuration is valid"},
-		{[]string{"validate", "-f", "../../examples/sluice.yaml,../../examples/sluice.yaml"}, exitInvalid, "is already defined at"},
+		{[]string{"validate", "-f", "../../examples/sluice.yaml,../../examples/sluice.yaml"}, exitOK, "configuration is valid"},
+		{[]string{"validate", "-f", "../../examples", "-f", "../../config/testdata/features.yaml"}, exitInvalid, `a second ControlPlane "main": one is already defined at ../../examples/sluice.yaml:7; keep one`},
 	} {
 		code, out, errs := runCmd(tc.args...)
 		if code != tc.code || !strings.Contains(out+errs, tc.out) {

@@ -1,12 +1,17 @@
 package deploy
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 )
@@ -176,5 +181,115 @@ func TestCommandLinesUseRealFlags(t *testing.T) {
 				t.Errorf("sluice %s: flag %s (from %v) is not in its --help", args[0], flag, args)
 			}
 		}
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestKubernetesConfigServes runs `sluice serve` on the ConfigMap's config, with its
+// addresses moved to free loopback ports and its paths to a temporary directory, and checks
+// that it becomes ready, starts the rollout and exports the metrics the dashboard charts,
+// then stops cleanly on SIGTERM.
+func TestKubernetesConfigServes(t *testing.T) {
+	bin := sluiceBinary(t)
+	text := findConfigMap(t, loadObjects(t), "sluice-config")["sluice.yaml"]
+	cfg := parseSluiceConfig(t, text)
+	cp := cfg.controlPlane(t)
+	dir := t.TempDir()
+	admin := freeAddr(t)
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("test-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pairs := []string{cp.Admin.Address, admin, cp.XDS.Address, freeAddr(t),
+		cp.Admin.TokenFile, token, cp.StateDir, filepath.Join(dir, "state")}
+	for _, l := range cfg.docsOf("Listener") {
+		var spec struct{ Address string }
+		decodeSpec(t, l, &spec)
+		pairs = append(pairs, spec.Address, freeAddr(t))
+	}
+	local := strings.NewReplacer(pairs...).Replace(text)
+	file := filepath.Join(dir, "sluice.yaml")
+	if err := os.WriteFile(file, []byte(local), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	cmd := exec.Command(bin, "serve", "-f", file)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("sluice serve output:\n%s", out.String())
+		}
+	}()
+
+	client := &http.Client{Timeout: 2 * time.Second}
+	get := func(path string) (int, string) {
+		resp, err := client.Get("http://" + admin + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var metrics string
+	for {
+		code, _ := get("/readyz")
+		if code == http.StatusOK {
+			var mc int
+			mc, metrics = get("/metrics")
+			if mc == http.StatusOK && strings.Contains(metrics, `sluice_rollout_weight{kind="set",rollout="backend-api"}`) {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			stopped = true
+			t.Fatalf("sluice serve exited before becoming ready: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready with rollout metrics within 30s; /readyz %d", code)
+		}
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d", code)
+	}
+	for _, m := range []string{"sluice_rollout_phase", "sluice_xds_connected_proxies"} {
+		if !strings.Contains(metrics, "\n"+m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		stopped = true
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sluice serve still running 30s after SIGTERM")
 	}
 }

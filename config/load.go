@@ -413,7 +413,6 @@ func (l *loader) doc(d *dec, n *yaml.Node) {
 	known := apiVersion == argoAPI && (kind == "Rollout" || kind == "AnalysisTemplate" || kind == "ClusterAnalysisTemplate") ||
 		apiVersion == sluiceAPI && (kind == "Cluster" || kind == "Listener" || kind == "ControlPlane")
 	if !known {
-		top.accept("metadata", "spec", "status", "data", "stringData", "type")
 		switch {
 		case strings.HasPrefix(apiVersion, "sluice.dev/") && apiVersion != sluiceAPI:
 			d.errf(top.key("apiVersion"), CodeSchema, "apiVersion %q is not supported; use %s", apiVersion, sluiceAPI)
@@ -443,7 +442,7 @@ func (l *loader) doc(d *dec, n *yaml.Node) {
 			}
 			d.warnf(kindAt, CodeIgnored, "kind %s (%s) is ignored: %s", kind, apiVersion, fix)
 		}
-		top.end()
+		// A kind Sluice does not read is not checked further: any fields go.
 		return
 	}
 	meta := top.obj("metadata")

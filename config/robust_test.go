@@ -68,6 +68,18 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
+func TestIgnoredKindsNeverFail(t *testing.T) {
+	src := "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\nrules: [{verbs: [get]}]\n---\n" +
+		"apiVersion: v1\nkind: List\nitems: [{a: 1}]\n---\n" +
+		"apiVersion: v1\nkind: List\nitems: []\n"
+	cfg, ds := LoadBytes("k.yaml", []byte(src))
+	want := "k.yaml:2: warning: kind Role (rbac.authorization.k8s.io/v1) is ignored: Sluice reads only Argo Rollouts and sluice.dev kinds\n" +
+		"k.yaml:7: warning: kind List (v1) is ignored: Sluice reads only Argo Rollouts and sluice.dev kinds\n"
+	if cfg == nil || ds.String() != want {
+		t.Errorf("got\n%swant\n%s", ds, want)
+	}
+}
+
 func TestLargeFileIsRefusedUnread(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "big.yaml")
 	f, err := os.Create(p)

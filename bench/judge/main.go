@@ -204,7 +204,7 @@ func main() {
 	start := time.Now()
 	type job struct{ ki, ri, n int }
 	var jobs []job
-	for _, k := range kinds {
+	for ki, k := range kinds {
 		for ri := range rates {
 			n := *runs
 			if k.healthy {

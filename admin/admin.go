@@ -151,6 +151,24 @@ func (s *Server) SetRollouts(r Rollouts) {
 	s.mu.Unlock()
 }
 
+// SetToken replaces the bearer token (a rotated token file). An empty token is refused
+// when the address is not loopback.
+func (s *Server) SetToken(token string) error {
+	if token == "" && !IsLoopback(s.opts.Address) {
+		return fmt.Errorf("admin: refusing to drop the token on %s (not loopback)", s.opts.Address)
+	}
+	s.mu.Lock()
+	s.opts.Token = token
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.Token
+}
+
 // AddReady adds a readiness check to /readyz.
 func (s *Server) AddReady(f ReadyFunc) {
 	s.mu.Lock()
@@ -184,7 +202,7 @@ func (s *Server) Start() error {
 			s.log.Error("admin server stopped", zap.Error(err))
 		}
 	}()
-	s.log.Info("admin API listening", zap.String("address", ln.Addr().String()), zap.Bool("token", s.opts.Token != ""))
+	s.log.Info("admin API listening", zap.String("address", ln.Addr().String()), zap.Bool("token", s.token() != ""))
 	return nil
 }
 
@@ -360,7 +378,8 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 // authorized reports whether r carries the configured bearer token (always true when no
 // token is configured). The comparison takes constant time.
 func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" {
+	token := s.token()
+	if token == "" {
 		return true
 	}
 	h := r.Header.Get("Authorization")
@@ -369,7 +388,7 @@ func (s *Server) authorized(r *http.Request) bool {
 		return false
 	}
 	got := strings.TrimSpace(h[len(prefix):])
-	return subtle.ConstantTimeCompare([]byte(got), []byte(s.opts.Token)) == 1
+	return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 func (s *Server) handleNodes(w http.ResponseWriter, r *http.Request) {

@@ -478,3 +478,24 @@ func TestWebViewEmbedded(t *testing.T) {
 		t.Error("app.js does not follow /api/v1/events")
 	}
 }
+
+func TestSetTokenRotates(t *testing.T) {
+	f := newFake("api")
+	s, ts := newTestServer(t, Options{Rollouts: f, Token: "old"})
+	if err := s.SetToken("new"); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := do(t, "POST", ts.URL+"/api/v1/rollouts/api/abort", "old", ""); code != 401 {
+		t.Fatalf("old token after rotation: %d", code)
+	}
+	if code, _ := do(t, "POST", ts.URL+"/api/v1/rollouts/api/abort", "new", ""); code != 200 {
+		t.Fatalf("new token: %d", code)
+	}
+	off, err := New(Options{Address: "0.0.0.0:0", Token: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.SetToken(""); err == nil {
+		t.Fatal("dropped the token off loopback")
+	}
+}

@@ -219,7 +219,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 		_ = adm.Shutdown(sctx)
 	}()
 
-	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adminAddr: cfg.ControlPlane.Admin.Address}
+	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm, adminAddr: cfg.ControlPlane.Admin.Address}
 	reloader.mtimes = statFiles(o.Files)
 	if o.Started != nil {
 		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: appReg,
@@ -260,6 +260,7 @@ type reloader struct {
 	files     []string
 	log       *zap.Logger
 	ctrl      *analyzer.Controller
+	adm       *admin.Server
 	adminAddr string
 
 	mu     sync.Mutex
@@ -290,9 +291,20 @@ func (r *reloader) reload() error {
 		r.log.Warn("admin address changed: takes effect after a restart",
 			zap.String("running", r.adminAddr), zap.String("configured", cfg.ControlPlane.Admin.Address))
 	}
+	// The token file is read again on every reload, so a rotated token takes effect.
+	token := ""
+	if f := cfg.ControlPlane.Admin.TokenFile; f != "" {
+		if token, err = admin.LoadToken(f); err != nil {
+			r.log.Error("reload refused: the running configuration stays", zap.Error(err))
+			return err
+		}
+	}
 	if err := r.ctrl.Reload(cfg); err != nil {
 		r.log.Error("reload refused by the rollout controller; the running configuration stays", zap.Error(err))
 		return err
+	}
+	if err := r.adm.SetToken(token); err != nil { // config validation makes this unreachable
+		r.log.Error("admin token not changed", zap.Error(err))
 	}
 	r.log.Info("configuration reloaded", zap.Int("rollouts", len(cfg.Rollouts)))
 	return nil

@@ -195,13 +195,21 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestKubernetesConfigServes runs `sluice serve` on the ConfigMap's config, with its
-// addresses moved to free loopback ports and its paths to a temporary directory, and checks
-// that it becomes ready, starts the rollout and exports the metrics the dashboard charts,
-// then stops cleanly on SIGTERM.
-func TestKubernetesConfigServes(t *testing.T) {
+// TestShippedConfigsServe runs `sluice serve` on the Kubernetes ConfigMap's config and on
+// the systemd example, with their addresses moved to free loopback ports and their paths to
+// a temporary directory, and checks that each becomes ready, starts its rollout and exports
+// the metrics the dashboard charts, then stops cleanly on SIGTERM.
+func TestShippedConfigsServe(t *testing.T) {
+	t.Run("kubernetes", func(t *testing.T) {
+		serveConfig(t, findConfigMap(t, loadObjects(t), "sluice-config")["sluice.yaml"], "backend-api")
+	})
+	t.Run("systemd", func(t *testing.T) {
+		serveConfig(t, string(readFile(t, "deploy/systemd/sluice.yaml")), "backend-api")
+	})
+}
+
+func serveConfig(t *testing.T, text, rollout string) {
 	bin := sluiceBinary(t)
-	text := findConfigMap(t, loadObjects(t), "sluice-config")["sluice.yaml"]
 	cfg := parseSluiceConfig(t, text)
 	cp := cfg.controlPlane(t)
 	dir := t.TempDir()
@@ -210,8 +218,12 @@ func TestKubernetesConfigServes(t *testing.T) {
 	if err := os.WriteFile(token, []byte("test-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	pairs := []string{cp.Admin.Address, admin, cp.XDS.Address, freeAddr(t),
-		cp.Admin.TokenFile, token, cp.StateDir, filepath.Join(dir, "state")}
+	pairs := []string{cp.Admin.Address, admin, cp.Admin.TokenFile, token, cp.StateDir, filepath.Join(dir, "state")}
+	wantMetrics := []string{"sluice_rollout_phase"}
+	if cp.XDS != nil {
+		pairs = append(pairs, cp.XDS.Address, freeAddr(t))
+		wantMetrics = append(wantMetrics, "sluice_xds_connected_proxies")
+	}
 	for _, l := range cfg.docsOf("Listener") {
 		var spec struct{ Address string }
 		decodeSpec(t, l, &spec)
@@ -258,7 +270,7 @@ func TestKubernetesConfigServes(t *testing.T) {
 		if code == http.StatusOK {
 			var mc int
 			mc, metrics = get("/metrics")
-			if mc == http.StatusOK && strings.Contains(metrics, `sluice_rollout_weight{kind="set",rollout="backend-api"}`) {
+			if mc == http.StatusOK && strings.Contains(metrics, `sluice_rollout_weight{kind="set",rollout="`+rollout+`"}`) {
 				break
 			}
 		}
@@ -275,7 +287,7 @@ func TestKubernetesConfigServes(t *testing.T) {
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d", code)
 	}
-	for _, m := range []string{"sluice_rollout_phase", "sluice_xds_connected_proxies"} {
+	for _, m := range wantMetrics {
 		if !strings.Contains(metrics, "\n"+m) {
 			t.Errorf("/metrics lacks %s", m)
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -136,7 +137,9 @@ type node struct {
 	nackVersion uint64
 	nackType    string
 	nackMessage string
-	types       map[string]*typeState
+	// rdsAcked is the snapshot version of the routes the node last ACKed (0: none).
+	rdsAcked uint64
+	types    map[string]*typeState
 	// current is the snapshot the node is set to; lastGood the newest one it ACKed in
 	// full (every type it subscribes to at that snapshot's version).
 	current, lastGood *cachev3.Snapshot
@@ -180,7 +183,7 @@ type Server struct {
 	fleets  map[Shape]*fleet
 	nodes   map[string]*node
 	streams map[int64]string // stream id → node key
-	changed chan struct{}    // closed and replaced on every ACK, NACK or stream change
+	waiters map[*waiter]struct{}
 
 	grpc   *grpc.Server
 	lis    net.Listener
@@ -219,7 +222,7 @@ func New(opts Options) (*Server, error) {
 		fleets:  map[Shape]*fleet{ShapeEnvoy: {}, ShapeGRPC: {}},
 		nodes:   map[string]*node{},
 		streams: map[int64]string{},
-		changed: make(chan struct{}),
+		waiters: map[*waiter]struct{}{},
 		epoch:   strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	// Not "ADS mode": in that mode go-control-plane answers a request only when it names
@@ -262,7 +265,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("xds: listen: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	xs := serverv3.NewServer(sctx, s.cache, s.callbacks())
+	// Ordered ADS: one response channel per stream, sent in order, no reflect.Select.
+	xs := serverv3.NewServer(sctx, s.cache, s.callbacks(), sotwv3.WithOrderedADS())
 	gs := grpc.NewServer(sopts...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	s.mu.Lock()
@@ -432,9 +436,36 @@ func hashResources(items []types.Resource) [32]byte {
 	return out
 }
 
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
+// waiter is one WaitApplied call: the nodes it still waits for.
+type waiter struct {
+	version uint64
+	pending map[string]bool
+	done    chan error // buffered; receives exactly once
+}
+
+// nodeChangedLocked updates the waiters that wait for n after an ACK, a NACK or a
+// disconnection: O(waiters) per event, never a scan of every node.
+func (s *Server) nodeChangedLocked(n *node) {
+	for w := range s.waiters {
+		if !w.pending[n.key] {
+			continue
+		}
+		switch {
+		case n.streams > 0 && n.nacks > 0 && n.nackVersion >= w.version:
+			w.done <- nackError(n)
+			delete(s.waiters, w)
+		case n.streams == 0 || n.rdsAcked >= w.version:
+			delete(w.pending, n.key)
+			if len(w.pending) == 0 {
+				w.done <- nil
+				delete(s.waiters, w)
+			}
+		}
+	}
+}
+
+func nackError(n *node) error {
+	return fmt.Errorf("xds: node %s NACKed %s of version %d: %s", n.key, n.nackType, n.nackVersion, n.nackMessage)
 }
 
 func (s *Server) callbacks() serverv3.Callbacks {
@@ -453,8 +484,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				if n.streams == 0 {
 					s.metrics.connected.Dec()
 				}
+				s.nodeChangedLocked(n)
 			}
-			s.notifyLocked()
 		},
 		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
 			return errors.New("sluice serves state-of-the-world ADS only; use api_type GRPC")
@@ -497,7 +528,6 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 			}
 			s.log.Info("xds node connected", zap.String("node", key), zap.String("user_agent", n.userAgent))
 		}
-		s.notifyLocked()
 	}
 	n := s.nodes[key]
 	ts := n.types[req.GetTypeUrl()]
@@ -522,7 +552,7 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 		s.log.Warn("xds NACK", zap.String("node", key), zap.String("type", tname),
 			zap.String("version", ts.sent), zap.String("message", e.GetMessage()))
 		s.revertLocked(n)
-		s.notifyLocked()
+		s.nodeChangedLocked(n)
 		return nil
 	}
 	if req.GetVersionInfo() != ts.acked {
@@ -534,7 +564,10 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 		if !n.reverted && n.fullyACKed() {
 			n.lastGood = n.current
 		}
-		s.notifyLocked()
+		if req.GetTypeUrl() == resourcev3.RouteType {
+			n.rdsAcked = s.modelVersion(ts.acked)
+			s.nodeChangedLocked(n)
+		}
 	}
 	return nil
 }
@@ -601,29 +634,42 @@ func (s *Server) WaitApplied(ctx context.Context, version uint64) error {
 		ctx, cancel = context.WithTimeout(ctx, s.opts.AckTimeout)
 		defer cancel()
 	}
-	for {
-		s.mu.Lock()
-		pending, err := s.pendingLocked(version)
-		ch := s.changed
+	s.mu.Lock()
+	pending, err := s.pendingLocked(version)
+	if err != nil || len(pending) == 0 {
 		s.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		if len(pending) == 0 {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			sort.Strings(pending)
-			more := ""
-			if len(pending) > 5 {
-				more = fmt.Sprintf(" and %d more", len(pending)-5)
-				pending = pending[:5]
-			}
-			return fmt.Errorf("xds: version %d not ACKed by %s%s: %w", version, strings.Join(pending, ", "), more, ctx.Err())
-		}
+		return err
 	}
+	w := &waiter{version: version, pending: map[string]bool{}, done: make(chan error, 1)}
+	for _, k := range pending {
+		w.pending[k] = true
+	}
+	s.waiters[w] = struct{}{}
+	s.mu.Unlock()
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	delete(s.waiters, w)
+	left := make([]string, 0, len(w.pending))
+	for k := range w.pending {
+		left = append(left, k)
+	}
+	s.mu.Unlock()
+	select {
+	case err := <-w.done: // decided while the context ended
+		return err
+	default:
+	}
+	sort.Strings(left)
+	more := ""
+	if len(left) > 5 {
+		more = fmt.Sprintf(" and %d more", len(left)-5)
+		left = left[:5]
+	}
+	return fmt.Errorf("xds: version %d not ACKed by %s%s: %w", version, strings.Join(left, ", "), more, ctx.Err())
 }
 
 func (s *Server) pendingLocked(version uint64) ([]string, error) {
@@ -633,13 +679,13 @@ func (s *Server) pendingLocked(version uint64) ([]string, error) {
 			continue
 		}
 		if n.nacks > 0 && n.nackVersion >= version {
-			return nil, fmt.Errorf("xds: node %s NACKed %s of version %d: %s", n.key, n.nackType, n.nackVersion, n.nackMessage)
+			return nil, nackError(n)
 		}
 		rds := n.types[resourcev3.RouteType]
 		if rds == nil {
 			continue // serves no routes yet; gets the newest when it subscribes
 		}
-		if v := s.modelVersion(rds.acked); v < version {
+		if n.rdsAcked < version {
 			pending = append(pending, n.key)
 		}
 	}

@@ -1,0 +1,319 @@
+// Command xds measures Sluice's xDS fan-out: N simulated Envoys (ADS streams that
+// subscribe to CDS and LDS, then EDS and RDS, and ACK every response the way Envoy does)
+// connect to one Sluice xDS server; the canary weight changes several times and each
+// change is timed from Apply until WaitApplied reports every stream has ACKed the new
+// routes. The simulated Envoys run in a child process (this binary with -clients), so
+// the CPU and memory figures are the control plane's alone.
+//
+//	go run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sluice-mesh/sluice/model"
+	"github.com/sluice-mesh/sluice/xds"
+	"github.com/sluice-mesh/sluice/xds/xdstest"
+)
+
+func main() {
+	ns := flag.String("n", "100,1000,5000", "comma-separated fleet sizes")
+	changes := flag.Int("changes", 7, "weight changes timed per fleet size")
+	perConn := flag.Int("per-conn", 100, "ADS streams per gRPC connection (HTTP/2 multiplexing)")
+	readme := flag.String("readme", "", "write the table into this file between <!-- xds:begin --> and <!-- xds:end -->")
+	clients := flag.Bool("clients", false, "internal: run the simulated Envoys (child process)")
+	addr := flag.String("addr", "", "internal: xDS server address for -clients")
+	cpuprofile := flag.String("cpuprofile", "", "write the control plane's CPU profile here")
+	flag.Parse()
+	if *cpuprofile != "" && !*clients {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	if *clients {
+		n, _ := strconv.Atoi(*ns)
+		runClients(*addr, n, *perConn)
+		return
+	}
+	var rows []row
+	for _, f := range strings.Split(*ns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			log.Fatalf("bad -n %q", f)
+		}
+		r, err := measure(n, *changes, *perConn)
+		if err != nil {
+			log.Printf("N=%d: %v", n, err)
+			return
+		}
+		rows = append(rows, r)
+		fmt.Println(r.line())
+	}
+	table := render(rows, *changes)
+	fmt.Print(table)
+	if *readme != "" {
+		if err := writeReadme(*readme, table); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+type row struct {
+	n              int
+	connect        time.Duration
+	median, max    time.Duration
+	cpuPerPush     time.Duration
+	heapMiB, rssMB float64
+	allocPerPushKB float64
+	target         time.Duration
+}
+
+func (r row) line() string {
+	return fmt.Sprintf("N=%d connect=%v median=%v max=%v cpu/push=%v heap=%.1fMiB rss=%.1fMiB alloc/push=%.0fKiB",
+		r.n, r.connect.Round(time.Millisecond), r.median.Round(time.Millisecond), r.max.Round(time.Millisecond),
+		r.cpuPerPush.Round(100*time.Microsecond), r.heapMiB, r.rssMB, r.allocPerPushKB)
+}
+
+// snapshot is a small mesh: one listener, stable and canary clusters of 3 endpoints.
+func snapshot(version uint64, canary int) *model.Snapshot {
+	eps := func(base int) []model.Endpoint {
+		var out []model.Endpoint
+		for i := 0; i < 3; i++ {
+			out = append(out, model.Endpoint{Address: fmt.Sprintf("10.0.0.%d:8080", base+i), Weight: 1})
+		}
+		return out
+	}
+	return &model.Snapshot{
+		Version: version,
+		Clusters: []model.Cluster{
+			{Name: "api-canary", Endpoints: eps(20), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
+			{Name: "api-stable", Endpoints: eps(10), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
+		},
+		Listeners: []model.Listener{{
+			Name: "api", Address: "0.0.0.0:8080",
+			Routes: []model.Route{{
+				Name: "api", Hosts: []string{"*"}, PathPrefix: "/", Cluster: "api-stable", Rollout: "api",
+				Split: []model.WeightedCluster{{Cluster: "api-stable", Weight: 100 - canary}, {Cluster: "api-canary", Weight: canary}},
+				HeaderRoutes: []model.HeaderRoute{{Name: "canary", Cluster: "api-canary",
+					Headers: []model.HeaderMatch{{Name: "x-canary", Value: model.StringMatch{Exact: "yes"}}}}},
+			}},
+		}},
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func rssMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	kb, _ := strconv.ParseFloat(string(m[1]), 64)
+	return kb / 1024
+}
+
+func measure(n, changes, perConn int) (row, error) {
+	r := row{n: n}
+	switch {
+	case n <= 1000:
+		r.target = 100 * time.Millisecond
+	case n <= 5000:
+		r.target = 500 * time.Millisecond
+	default:
+		r.target = time.Second
+	}
+	s, err := xds.New(xds.Options{Logger: zap.NewNop(), Address: "127.0.0.1:0", AckTimeout: time.Minute})
+	if err != nil {
+		return r, err
+	}
+	if err := s.Start(context.Background()); err != nil {
+		return r, err
+	}
+	defer s.Stop()
+	if err := s.Apply(snapshot(1, 0)); err != nil {
+		return r, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	cmd := exec.Command(exe, "-clients", "-addr", s.Addr().String(), "-n", strconv.Itoa(n), "-per-conn", strconv.Itoa(perConn))
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe() // closing it stops the child
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		return r, fmt.Errorf("clients: %q %v", line, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for connected(s) < n { // a stream counts once its first request is processed
+		if ctx.Err() != nil {
+			return r, fmt.Errorf("%d nodes connected, want %d", connected(s), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.WaitApplied(ctx, 1); err != nil {
+		return r, err
+	}
+	r.connect = time.Since(start)
+	runtime.GC()
+
+	var durs []time.Duration
+	var cpu time.Duration
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	for i := 0; i < changes; i++ {
+		v := uint64(i + 2)
+		c0 := cpuTime()
+		t0 := time.Now()
+		if err := s.Apply(snapshot(v, 10*(i%9+1))); err != nil {
+			return r, err
+		}
+		if err := s.WaitApplied(ctx, v); err != nil {
+			return r, err
+		}
+		durs = append(durs, time.Since(t0))
+		cpu += cpuTime() - c0
+		time.Sleep(50 * time.Millisecond) // let stragglers settle between changes
+	}
+	runtime.ReadMemStats(&ms1)
+	slices.Sort(durs)
+	r.median, r.max = durs[len(durs)/2], durs[len(durs)-1]
+	r.cpuPerPush = cpu / time.Duration(changes)
+	r.allocPerPushKB = float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(changes) / 1024
+	r.heapMiB = float64(ms1.HeapInuse) / (1 << 20)
+	r.rssMB = rssMiB()
+	return r, nil
+}
+
+func connected(s *xds.Server) int {
+	n := 0
+	for _, ns := range s.Nodes() {
+		if ns.Connected {
+			n++
+		}
+	}
+	return n
+}
+
+// runClients starts n simulated Envoys, prints "ready" once every stream is open, and
+// runs until stdin closes.
+func runClients(addr string, n, perConn int) {
+	var conns []*grpc.ClientConn
+	var mu sync.Mutex
+	var all []*xdstest.Client
+	for i := 0; i < n; i++ {
+		if i%perConn == 0 {
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				log.Fatal(err)
+			}
+			conns = append(conns, cc)
+		}
+		c, err := xdstest.Start(context.Background(), conns[len(conns)-1], xdstest.Options{
+			Node: &corev3.Node{Id: fmt.Sprintf("envoy-%05d", i), Cluster: "bench"},
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		mu.Lock()
+		all = append(all, c)
+		mu.Unlock()
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range all {
+		c.Stop()
+	}
+	for _, cc := range conns {
+		_ = cc.Close()
+	}
+}
+
+func render(rows []row, changes int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Command: `make bench-xds` (`go run ./bench/xds -n %s -changes %d`), measured %s.\n\n",
+		strings.Join(func() []string {
+			var s []string
+			for _, r := range rows {
+				s = append(s, strconv.Itoa(r.n))
+			}
+			return s
+		}(), ","), changes, time.Now().UTC().Format("2006-01-02"))
+	b.WriteString("N simulated Envoys (ADS streams subscribed to LDS/RDS/CDS/EDS, ACKing like Envoy; in a child\n")
+	b.WriteString("process, 100 streams per HTTP/2 connection) on one Sluice. Time = `Apply` of a new canary weight\n")
+	b.WriteString("until `WaitApplied` saw every stream ACK the new RDS version (the weight change travels as RDS\n")
+	b.WriteString("only). CPU and memory are the control plane process's alone.\n\n")
+	b.WriteString("| N | median | max | target | CPU per push | CPU per stream | alloc per push | heap in use | RSS | connect + first ACK |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		ok := "✓"
+		if r.max > r.target {
+			ok = "✗"
+		}
+		fmt.Fprintf(&b, "| %d | %v | %v | ≤ %v %s | %v | %.0f µs | %.0f KiB | %.1f MiB | %.1f MiB | %v |\n",
+			r.n, r.median.Round(100*time.Microsecond), r.max.Round(100*time.Microsecond), r.target, ok,
+			r.cpuPerPush.Round(100*time.Microsecond), float64(r.cpuPerPush.Microseconds())/float64(r.n),
+			r.allocPerPushKB, r.heapMiB, r.rssMB, r.connect.Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+func writeReadme(path, table string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- xds:begin -->", "<!-- xds:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %s … %s section", path, begin, end)
+	}
+	s = s[:i+len(begin)] + "\n" + table + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,8 +242,18 @@ func (s *syncBuffer) String() string {
 }
 
 func TestStatusWatchRedrawsOnChange(t *testing.T) {
-	f, url := startAdmin(t, "")
-	ac, err := (&clientFlags{admin: url}).client()
+	f := &cliFake{st: sampleStatus()}
+	srv, err := admin.New(admin.Options{Address: "127.0.0.1:0", Rollouts: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var polls atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.Handler().ServeHTTP(w, r)
+		polls.Add(1)
+	}))
+	defer ts.Close()
+	ac, err := (&clientFlags{admin: ts.URL}).client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +272,9 @@ func TestStatusWatchRedrawsOnChange(t *testing.T) {
 		}
 	}
 	waitFor("first frame", func(s string) bool { return strings.Contains(s, "step 2/6") })
-	// Unchanged status: no new frame after several polls.
-	time.Sleep(100 * time.Millisecond)
+	// Unchanged status: no new frame after several more polls.
+	after := polls.Load() + 5
+	waitFor("five more polls", func(string) bool { return polls.Load() >= after })
 	if n := strings.Count(out.String(), "sluice status --watch"); n != 1 {
 		t.Fatalf("%d frames for an unchanged status", n)
 	}

@@ -341,6 +341,11 @@ func (l *loader) prometheus(d *dec, o *obj) *model.PrometheusProvider {
 	if o.require("query", "write the PromQL query") {
 		p.Query = d.strField(o, "query")
 	}
+	if q := o.get("query"); q != nil && p.Query != "" {
+		if !(d.allowArgs && (hasArgRef(p.Query) || hasArgRef(p.Address))) {
+			d.checkQuery(q, o.sub("query"), p.Query, p.Address == "")
+		}
+	}
 	p.Timeout = d.secondsOrDuration(o, "timeout")
 	p.Headers = d.keyValues(o, "headers")
 	if ba := o.obj("basicAuth"); ba.present() {

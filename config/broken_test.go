@@ -110,6 +110,12 @@ var brokenCases = []brokenCase{
 		"sluice.yaml:75: spec.strategy.canary.steps[2].setWeight: -1 is outside 0-100; use a percentage of traffic from 0 to 100",
 		"sluice.yaml:76: spec.strategy.canary.steps[2]: unknown field \"bogus\"; known fields: analysis, experiment, pause, plugin, setCanaryScale, setHeaderRoute, setMirrorRoute, setWeight",
 	}},
+	{name: "embedded query reads a series the router lacks", old: "sum(rate(http_requests_total{", new: "sum(rate(istio_requests_total{", want: []string{
+		`sluice.yaml:107: warning: spec.metrics[0].provider.prometheus.query: with no address the query runs over Sluice's own router series (http_requests_total, http_errors_total, http_request_duration_seconds_bucket, http_request_duration_seconds_sum, http_request_duration_seconds_count), and istio_requests_total is not one of them, so it would return no data; set address to your Prometheus, or query the router's series (with the args of Rollout "backend-api" at sluice.yaml:77)`,
+	}},
+	{name: "embedded query is not PromQL", old: "by (le))", new: "by (le)", want: []string{
+		`sluice.yaml:119: spec.metrics[1].provider.prometheus.query: not a PromQL query: 3:1: parse error: unclosed left parenthesis (with the args of Rollout "backend-api" at sluice.yaml:77)`,
+	}},
 	{name: "undeclared arg in template", old: "{{args.canary-cluster}}\"}[1m])) by (le))", new: "{{args.canary}}\"}[1m])) by (le))", want: []string{
 		"sluice.yaml:119: {{args.canary}} names no argument of AnalysisTemplate \"backend-api-health\"; declare it in spec.args",
 	}},

@@ -148,8 +148,7 @@ func freeAddr(want string) (string, error) {
 }
 
 // runDemo plays the demo until both releases are decided or ctx ends.
-func runDemo(ctx context.Context, o demoOptions) (demoResult, error) {
-	var res demoResult
+func runDemo(ctx context.Context, o demoOptions) (res demoResult, err error) {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -165,7 +164,16 @@ func runDemo(ctx context.Context, o demoOptions) (demoResult, error) {
 		if err != nil {
 			return res, err
 		}
-		defer os.RemoveAll(d)
+		// Kept when something went wrong, so that its log can be read.
+		defer func() {
+			if err == nil && res.AsExpected() {
+				os.RemoveAll(d)
+			} else if ctx.Err() == nil {
+				fmt.Fprintf(o.Out, "The demo's files are kept in %s (config, state, sluice.log).\n", d)
+			} else {
+				os.RemoveAll(d)
+			}
+		}()
 		dir = d
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err

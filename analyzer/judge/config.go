@@ -4,6 +4,24 @@
 // than the tolerance, Pass as soon as it is shown not worse, and Inconclusive when its
 // time is up. Its error guarantees hold however often it is checked (see seq.go).
 //
+// Method (seq.go): both signals become a pair of counts per update interval — errors, or
+// requests slower than a bucket bound near the baseline's quantile (canary: slower than
+// tolerance × that bound + absolute tolerance) — compared with a mixture sequential
+// probability ratio test on the canary's share of those events, conditioned on their total
+// and on each side's request count (Lindon, Sanden, Shirikian, KDD 2022). One side of the
+// test looks for "worse than tolerated" (Fail), the other for "not worse" (Pass); each is
+// a non-negative supermartingale under its null, so by Ville's inequality the chance of a
+// wrong Fail, or of a wrong Pass, is at most Alpha however often the judge is updated and
+// whenever it stops. The error-rate floor (AbsoluteTolerance) is a second one-sample test
+// that must also reject before a Fail (an intersection-union test, still level Alpha).
+//
+// Cold starts: the guarantee is about the canary's rate over the traffic the judge sees.
+// Sluice's router keeps requests served by endpoints younger than the cluster's warm-up
+// out of its series, so in-process the judge needs no burn-in (BurnIn 0, the default).
+// Envoy stats include them, so ConfigFrom gives a Prometheus source a 30 s BurnIn: traffic
+// in the first BurnIn after the session starts is discarded, which delays every decision
+// by that long (measured in bench/README.md).
+//
 // Use: build a Config with ConfigFrom, take a Source (GathererSource for Sluice's own
 // router, PrometheusSource for Envoy stats in Prometheus), and either drive a Session with
 // cumulative ClusterStats yourself or let a Tracker read the Source on every call.

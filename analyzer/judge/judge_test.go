@@ -64,14 +64,21 @@ func simRun(sc sim.Scenario, cfg judge.Config, seconds int) (judge.Result, int) 
 func TestErrorsTypeIAtBoundary(t *testing.T) {
 	cfg := judge.Config{Alpha: 0.05, MaxDuration: time.Hour, MinSamples: 1}
 	const runs = 800
-	fails := 0
+	fails, passes := 0, 0
 	for i := 0; i < runs; i++ {
-		if d, _ := countRun(uint64(i), cfg, 200, 0.02, 1.2, 120); d == judge.Fail {
+		switch d, _ := countRun(uint64(i), cfg, 200, 0.02, 1.2, 120); d {
+		case judge.Fail:
 			fails++
+		case judge.Pass:
+			passes++
 		}
 	}
 	rate := float64(fails) / runs
-	t.Logf("false-fail rate at the null boundary: %d/%d = %.4f (α = %g)", fails, runs, rate, cfg.Alpha)
+	t.Logf("at the boundary: false fails %d/%d = %.4f, false passes %d (α = %g)", fails, runs, rate, passes, cfg.Alpha)
+	// The boundary belongs to "worse" for the pass side as well: passing it is an error too.
+	if float64(passes)/runs > cfg.Alpha*0.8 {
+		t.Fatalf("pass rate %.4f at the boundary exceeds 0.8·α", float64(passes)/runs)
+	}
 	// Binomial(800, 0.05) has sd 0.0077: α itself plus 0 margin would flake; the mixture
 	// is conservative, so demand well under α.
 	if rate > cfg.Alpha*0.8 {
@@ -107,12 +114,18 @@ func TestErrorsNoFalseFailHealthy(t *testing.T) {
 func TestLatencyTypeIAtBoundary(t *testing.T) {
 	cfg := judge.Config{Signal: judge.SignalLatency, Alpha: 0.05, AbsoluteTolerance: -1, MaxDuration: time.Hour}
 	const runs = 300
-	fails := 0
+	fails, passes := 0, 0
 	for i := 0; i < runs; i++ {
 		r, _ := simRun(sim.Scenario{RPS: 100, LatencyMult: 1.2, VaryTraffic: true, Seed: uint64(i)}, cfg, 150)
-		if r.Decision == judge.Fail {
+		switch r.Decision {
+		case judge.Fail:
 			fails++
+		case judge.Pass:
+			passes++
 		}
+	}
+	if float64(passes)/runs > cfg.Alpha {
+		t.Fatalf("pass rate %d/%d at the boundary exceeds α", passes, runs)
 	}
 	rate := float64(fails) / runs
 	t.Logf("latency false-fail rate at the null boundary: %d/%d = %.4f (α = %g)", fails, runs, rate, cfg.Alpha)

@@ -23,7 +23,7 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-demo: build ## Watch a bad canary aborted and a good one promoted (~3 min, nothing else needed)
+demo: build ## Watch a bad canary aborted and a good one promoted (~2 min, nothing else needed)
 	./$(BIN) demo $(DEMO_FLAGS)
 
 bench-embedded: ## Embedded PromQL: query time, collect time, heap for 450 series x 10 min
@@ -34,7 +34,7 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 	$(GO) run ./bench/router -rounds $(or $(ROUNDS),5) -readme bench/README.md
 
 bench-xds: ## xDS fan-out: weight change until N simulated Envoys ACKed (N=100..10000; ~1 min)
-	$(GO) run ./bench/xds -n $(or $(XDS_N),100,1000,5000,10000) -changes $(or $(CHANGES),7) -readme bench/README.md
+	$(GO) run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md $(XDS_FLAGS)
 
 .PHONY: docker
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)

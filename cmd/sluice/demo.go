@@ -38,7 +38,7 @@ func init() {
 	c := &command{
 		name:    "demo",
 		usage:   "[--fast] [--admin ADDR] [--rps N]",
-		summary: "Watch Sluice abort a bad canary and promote a good one, with nothing else installed (~3 min)",
+		summary: "Watch Sluice abort a bad canary and promote a good one, with nothing else installed (~2 min)",
 	}
 	c.run = func(args []string, stdout, stderr io.Writer) int {
 		fs := newFlagSet(c, stderr)

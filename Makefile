@@ -34,7 +34,7 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 	$(GO) run ./bench/router -rounds $(or $(ROUNDS),5) -readme bench/README.md
 
 bench-xds: ## xDS fan-out: weight change until N simulated Envoys ACKed (N=100..10000; ~1 min)
-	$(GO) run ./bench/xds -n $(or $(XDS_N),100,1000,5000,10000) -changes $(or $(CHANGES),7) -readme bench/README.md
+	$(GO) run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md $(XDS_FLAGS)
 
 .PHONY: docker
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)

@@ -11,6 +11,15 @@ type metrics struct {
 	responses  *prometheus.CounterVec
 	ackLatency *prometheus.HistogramVec
 	invalid    prometheus.Counter
+	// byType holds each served type's short name and metric children, by type URL, so
+	// the per-response path does no label hashing.
+	byType map[string]*typeMetrics
+}
+
+type typeMetrics struct {
+	name                   string
+	acks, nacks, responses prometheus.Counter
+	latency                prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -44,10 +53,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	for _, t := range typeNames {
-		m.acks.WithLabelValues(t)
-		m.nacks.WithLabelValues(t)
-		m.responses.WithLabelValues(t)
+	m.byType = map[string]*typeMetrics{}
+	for url, t := range typeNames {
+		m.byType[url] = &typeMetrics{
+			name: t, acks: m.acks.WithLabelValues(t), nacks: m.nacks.WithLabelValues(t),
+			responses: m.responses.WithLabelValues(t), latency: m.ackLatency.WithLabelValues(t),
+		}
 	}
 	return m, nil
 }

@@ -501,10 +501,11 @@ func (s *Server) callbacks() serverv3.Callbacks {
 // onRequest runs before go-control-plane opens a watch for the request, so a node's
 // snapshot set here answers this very request.
 func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error {
-	tname, ok := typeNames[req.GetTypeUrl()]
+	tm, ok := s.metrics.byType[req.GetTypeUrl()]
 	if !ok {
 		return nil // other types get nothing
 	}
+	tname := tm.name
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key, ok := s.streams[id]
@@ -548,7 +549,7 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 			n.nackVersion = s.modelVersion(n.current.Resources[types.Route].Version)
 		}
 		n.nackType, n.nackMessage = tname, e.GetMessage()
-		s.metrics.nacks.WithLabelValues(tname).Inc()
+		tm.nacks.Inc()
 		s.log.Warn("xds NACK", zap.String("node", key), zap.String("type", tname),
 			zap.String("version", ts.sent), zap.String("message", e.GetMessage()))
 		s.revertLocked(n)
@@ -558,9 +559,9 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 	if req.GetVersionInfo() != ts.acked {
 		ts.acked = req.GetVersionInfo()
 		if req.GetVersionInfo() == ts.sent && !ts.sentAt.IsZero() {
-			s.metrics.ackLatency.WithLabelValues(tname).Observe(now.Sub(ts.sentAt).Seconds())
+			tm.latency.Observe(now.Sub(ts.sentAt).Seconds())
 		}
-		s.metrics.acks.WithLabelValues(tname).Inc()
+		tm.acks.Inc()
 		if !n.reverted && n.fullyACKed() {
 			n.lastGood = n.current
 		}
@@ -604,7 +605,8 @@ func (s *Server) revertLocked(n *node) {
 }
 
 func (s *Server) onResponse(_ context.Context, id int64, req *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
-	if _, ok := typeNames[req.GetTypeUrl()]; !ok {
+	tm, ok := s.metrics.byType[req.GetTypeUrl()]
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -620,7 +622,7 @@ func (s *Server) onResponse(_ context.Context, id int64, req *discoverygrpc.Disc
 	}
 	ts.sent, ts.sentAt = resp.GetVersionInfo(), time.Now()
 	n.responses++
-	s.metrics.responses.WithLabelValues(typeNames[req.GetTypeUrl()]).Inc()
+	tm.responses.Inc()
 }
 
 // WaitApplied returns nil once every connected node that subscribes to routes has ACKed

@@ -37,6 +37,9 @@ import (
 	"github.com/sluice-mesh/sluice/xds/xdstest"
 )
 
+// profilePath, when set, receives a CPU profile of the pushes (not the connections).
+var profilePath string
+
 func main() {
 	ns := flag.String("n", "100,1000,5000", "comma-separated fleet sizes")
 	changes := flag.Int("changes", 7, "weight changes timed per fleet size")
@@ -44,18 +47,9 @@ func main() {
 	readme := flag.String("readme", "", "write the table into this file between <!-- xds:begin --> and <!-- xds:end -->")
 	clients := flag.Bool("clients", false, "internal: run the simulated Envoys (child process)")
 	addr := flag.String("addr", "", "internal: xDS server address for -clients")
-	cpuprofile := flag.String("cpuprofile", "", "write the control plane's CPU profile here")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the control plane's pushes to FILE.N")
 	flag.Parse()
-	if *cpuprofile != "" && !*clients {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			log.Fatal(err)
-		}
-		defer pprof.StopCPUProfile()
-	}
+	profilePath = *cpuprofile
 
 	if *clients {
 		n, _ := strconv.Atoi(*ns)
@@ -93,6 +87,7 @@ type row struct {
 	heapMiB, rssMB float64
 	allocPerPushKB float64
 	target         time.Duration
+	load           string // 1-minute load average when the row was measured
 }
 
 func (r row) line() string {
@@ -148,7 +143,7 @@ func rssMiB() float64 {
 }
 
 func measure(n, changes, perConn int) (row, error) {
-	r := row{n: n}
+	r := row{n: n, load: loadAvg()}
 	switch {
 	case n <= 1000:
 		r.target = 100 * time.Millisecond
@@ -202,6 +197,16 @@ func measure(n, changes, perConn int) (row, error) {
 	r.connect = time.Since(start)
 	runtime.GC()
 
+	if profilePath != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", profilePath, n))
+		if err != nil {
+			return r, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return r, err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var durs []time.Duration
 	var cpu time.Duration
 	var ms0, ms1 runtime.MemStats
@@ -228,6 +233,14 @@ func measure(n, changes, perConn int) (row, error) {
 	r.heapMiB = float64(ms1.HeapInuse) / (1 << 20)
 	r.rssMB = rssMiB()
 	return r, nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 func connected(s *xds.Server) int {
@@ -287,18 +300,19 @@ func render(rows []row, changes int) string {
 	b.WriteString("N simulated Envoys (ADS streams subscribed to LDS/RDS/CDS/EDS, ACKing like Envoy; in a child\n")
 	b.WriteString("process, 100 streams per HTTP/2 connection) on one Sluice. Time = `Apply` of a new canary weight\n")
 	b.WriteString("until `WaitApplied` saw every stream ACK the new RDS version (the weight change travels as RDS\n")
-	b.WriteString("only). CPU and memory are the control plane process's alone.\n\n")
-	b.WriteString("| N | median | max | target | CPU per push | CPU per stream | alloc per push | heap in use | RSS | connect + first ACK |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("only). CPU and memory are the control plane process's alone. The machine has 2 cores shared with\n")
+	b.WriteString("other work: the load column is the 1-minute load average when the row started.\n\n")
+	b.WriteString("| N | median | max | target | CPU per push | CPU per stream | alloc per push | heap in use | RSS | connect + first ACK | load |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		ok := "✓"
 		if r.max > r.target {
 			ok = "✗"
 		}
-		fmt.Fprintf(&b, "| %d | %v | %v | ≤ %v %s | %v | %.0f µs | %.0f KiB | %.1f MiB | %.1f MiB | %v |\n",
+		fmt.Fprintf(&b, "| %d | %v | %v | ≤ %v %s | %v | %.0f µs | %.0f KiB | %.1f MiB | %.1f MiB | %v | %s |\n",
 			r.n, r.median.Round(100*time.Microsecond), r.max.Round(100*time.Microsecond), r.target, ok,
 			r.cpuPerPush.Round(100*time.Microsecond), float64(r.cpuPerPush.Microseconds())/float64(r.n),
-			r.allocPerPushKB, r.heapMiB, r.rssMB, r.connect.Round(time.Millisecond))
+			r.allocPerPushKB, r.heapMiB, r.rssMB, r.connect.Round(time.Millisecond), r.load)
 	}
 	return b.String()
 }

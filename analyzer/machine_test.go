@@ -481,3 +481,83 @@ func TestNewReleaseSwapsRoles(t *testing.T) {
 		t.Fatal("roles")
 	}
 }
+
+func TestBackgroundInconclusivePausesAndPromoteRestartsIt(t *testing.T) {
+	r := canary(weightStep(10), pauseStep(time.Hour), pauseStep(time.Hour))
+	r.Canary.Analysis = &model.BackgroundAnalysis{AnalysisRef: model.AnalysisRef{
+		Metrics: []model.Metric{metric("bg", func(m *model.Metric) { m.Interval = 20 * time.Second })}}}
+	d := newDriver(t, r)
+	d.answer(MeasurementInconclusive) // inconclusiveLimit 0
+	d.expect(PhasePaused, 1, 10)
+	if !d.st.Paused || d.st.Aborted {
+		t.Fatalf("%+v", d.st)
+	}
+	d.tick(Inputs{Commands: []CommandKind{CmdPromote}})
+	if len(d.st.Runs) != 2 || !d.st.Runs[0].Acknowledged || d.st.Runs[1].Done || len(d.pending) != 1 {
+		t.Fatalf("runs %+v pending %d", d.st.Runs, len(d.pending))
+	}
+	d.expect(PhasePaused, 2, 10) // promote also skipped the first pause
+	d.answer(MeasurementSuccessful)
+	d.tick(Inputs{Commands: []CommandKind{CmdPromote}})
+	d.expect(PhaseHealthy, 3, 100)
+	if r := d.st.Runs[1]; !r.Done || r.Phase != MeasurementSuccessful {
+		t.Fatalf("background run not ended with the rollout: %+v", r)
+	}
+}
+
+func TestPromoteSkipsRunningInlineAnalysisAndIgnoredSteps(t *testing.T) {
+	m := metric("m", func(m *model.Metric) { m.Interval = time.Minute; m.Count = 10 })
+	d := newDriver(t, canary(weightStep(10), model.Step{Ignored: true}, analysisStep(m), weightStep(30), model.Step{Pause: &model.Pause{}}))
+	d.expect(PhaseProgressing, 2, 10)
+	d.tick(Inputs{Commands: []CommandKind{CmdPromote}})
+	d.expect(PhasePaused, 4, 30)
+	if !d.st.Runs[0].Done {
+		t.Fatal("skipped run still measuring")
+	}
+	// A late result of the skipped run changes nothing.
+	d.answer(MeasurementFailed)
+	d.expect(PhasePaused, 4, 30)
+}
+
+func TestBlueGreenPrePromotionFailureAborts(t *testing.T) {
+	r := blueGreen(func(bg *model.BlueGreenStrategy) {
+		bg.PrePromotionAnalysis = &model.AnalysisRef{Metrics: []model.Metric{metric("pre", nil)}}
+	})
+	d := newDriver(t, r)
+	d.answer(MeasurementError)
+	d.advance(ErrorRetryInterval)
+	d.expect(PhaseProgressing, 0, 0)
+	d.answer(MeasurementFailed)
+	d.expect(PhaseDegraded, 0, 0)
+	if d.st.Switched || len(d.st.HeaderRoutes) != 0 {
+		t.Fatalf("%+v", d.st)
+	}
+}
+
+func TestBuildSnapshotAbortAndOwnership(t *testing.T) {
+	cfg := testConfig(weightStep(10))
+	cfg.Listeners = append(cfg.Listeners, model.Listener{Name: "other-ing", Routes: []model.Route{{Name: "o", Cluster: "stable"}}})
+	cfg.Rollouts[0].Canary.StableIngress = "ing"
+	cfg.Rollouts[0].Canary.ManagedRoutes = []string{"b", "a"}
+	st := NewState(&cfg.Rollouts[0], nil, t0)
+	st.SetWeight = 25
+	st.HeaderRoutes = []model.HeaderRoute{{Name: "a", Cluster: "canary"}, {Name: "b", Cluster: "canary"}}
+	st.Mirrors = []model.Mirror{{Name: "m", Cluster: "canary", Percentage: 100}}
+	snap := BuildSnapshot(cfg, map[string]*State{"app": &st})
+	rt := snap.Listeners[0].Routes[0]
+	if rt.Rollout != "app" || rt.WeightOf("canary") != 25 || rt.WeightOf("stable") != 75 || rt.InternalCluster != "canary" ||
+		len(rt.HeaderRoutes) != 2 || rt.HeaderRoutes[0].Name != "b" || len(rt.Mirrors) != 1 {
+		t.Fatalf("route %+v", rt)
+	}
+	if o := snap.Listeners[1].Routes[0]; o.Rollout != "" || o.Split != nil {
+		t.Fatalf("route on another ingress taken: %+v", o)
+	}
+	if cfg.Listeners[0].Routes[0].Split != nil {
+		t.Fatal("BuildSnapshot modified the config")
+	}
+	st.Aborted, st.SetWeight = true, 0
+	rt = BuildSnapshot(cfg, map[string]*State{"app": &st}).Listeners[0].Routes[0]
+	if rt.WeightOf("canary") != 0 || len(rt.HeaderRoutes)+len(rt.Mirrors) != 0 || rt.InternalCluster != "" {
+		t.Fatalf("aborted route %+v", rt)
+	}
+}

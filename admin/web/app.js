@@ -107,7 +107,7 @@ function weightChart(ro) {
     s.append(svg("path", { d, fill: "none", stroke, "stroke-width": width, "stroke-dasharray": dash }));
   }
   for (const x of ms) {
-    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00" }[x.phase] || "#6b7385";
+    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00", LowTraffic: "#c07d00" }[x.phase] || "#6b7385";
     s.append(svg("line", { x1: X(t(x.finishedAt)), x2: X(t(x.finishedAt)), y1: H - B, y2: H - B + 7, stroke: c, "stroke-width": 3 }));
   }
   return s;
@@ -136,7 +136,7 @@ function spark(m) {
     s.append(svg("polyline", { points: pts.map((x, i) => X(i) + "," + Y(x.values[0])).join(" "), fill: "none", stroke: "#9aa4b8" }));
   }
   pts.forEach((x, i) => {
-    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00" }[x.phase] || "#6b7385";
+    const c = { Successful: "#1a8f4c", Failed: "#c8332c", Error: "#c8332c", Inconclusive: "#c07d00", LowTraffic: "#c07d00" }[x.phase] || "#6b7385";
     const dot = svg("circle", { cx: X(i), cy: Y(x.values[0]), r: 3.5, fill: c });
     const tip = svg("title"); tip.textContent = x.value + " — " + (x.message || x.phase); dot.append(tip);
     s.append(dot);

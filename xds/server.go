@@ -148,9 +148,7 @@ type node struct {
 // setLocked sets a node's snapshot in the cache, answering its open watches.
 func (s *Server) setLocked(n *node, snap *cachev3.Snapshot) {
 	n.current = snap
-	if err := s.cache.SetSnapshot(context.Background(), n.key, snap); err != nil {
-		s.log.Error("set snapshot", zap.String("node", n.key), zap.Error(err))
-	}
+	s.setCache(n.key, snap)
 }
 
 // fullyACKed reports whether the node holds every type of its current snapshot.
@@ -179,6 +177,7 @@ type Server struct {
 	// snapshot versions start again, never matches what a client kept from before.
 	epoch string
 
+	applyMu sync.Mutex // serialises Apply
 	mu      sync.Mutex
 	fleets  map[Shape]*fleet
 	nodes   map[string]*node
@@ -343,6 +342,8 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 		return err
 	}
 
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	last := s.fleets[ShapeEnvoy].version
@@ -358,21 +359,41 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 	for shape, res := range built {
 		stage[shape] = s.fleets[shape].update(s.epoch, snap.Version, res)
 	}
-	// Clusters and endpoints first, then listeners and routes, so that a route never
-	// names a cluster the node has not been sent yet (make before break).
+	type push struct {
+		key         string
+		stage, full *cachev3.Snapshot
+	}
+	pushes := make([]push, 0, len(s.nodes))
 	for _, n := range s.nodes {
 		if n.streams == 0 {
 			continue
 		}
 		n.reverted = false
-		if st := stage[n.shape]; st != nil {
-			s.setLocked(n, st)
-		}
-		s.setLocked(n, s.fleets[n.shape].snap)
+		n.current = s.fleets[n.shape].snap
+		pushes = append(pushes, push{n.key, stage[n.shape], n.current})
 	}
 	s.metrics.version.Set(float64(snap.Version))
-	s.log.Debug("applied snapshot", zap.Uint64("version", snap.Version), zap.Int("nodes", len(s.nodes)))
+	s.mu.Unlock()
+	// Outside s.mu, so that ACKs of the first nodes are processed while the last are
+	// still being sent. Clusters and endpoints first, then listeners and routes, so that
+	// a route never names a cluster the node has not been sent yet (make before break).
+	// A node that connects meanwhile already got the new fleet snapshot on connect; a
+	// node that NACKs meanwhile was reverted from an older one, which this supersedes.
+	for _, p := range pushes {
+		if p.stage != nil {
+			s.setCache(p.key, p.stage)
+		}
+		s.setCache(p.key, p.full)
+	}
+	s.mu.Lock() // for the deferred Unlock
+	s.log.Debug("applied snapshot", zap.Uint64("version", snap.Version), zap.Int("nodes", len(pushes)))
 	return nil
+}
+
+func (s *Server) setCache(key string, snap *cachev3.Snapshot) {
+	if err := s.cache.SetSnapshot(context.Background(), key, snap); err != nil {
+		s.log.Error("set snapshot", zap.String("node", key), zap.Error(err))
+	}
 }
 
 // update installs new resources, keeping a type's version when its content is unchanged

@@ -309,9 +309,9 @@ func (c *Controller) measure(r *model.Rollout, st *State, a *MeasureAction, now 
 	}
 	go func() {
 		ms := c.measurer.Measure(c.ctx, req)
-		if ms.FinishedAt.IsZero() || ms.FinishedAt.Before(now) {
-			ms.FinishedAt = c.clock.Now()
-		}
+		// Finished when its answer is in: the next one is due an interval later, and an
+		// abort's latency counts from here.
+		ms.FinishedAt = c.clock.Now()
 		c.log.Debug("measurement", zap.String("rollout", r.Name), zap.String("metric", a.Metric.Name),
 			zap.String("phase", string(ms.Phase)), zap.String("value", ms.Value), zap.String("message", ms.Message))
 		c.mu.Lock()

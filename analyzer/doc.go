@@ -60,6 +60,21 @@
 // traffic (none before the switch, the new active after it). A provider may also answer
 // Running (the judge, until it decides): shown, not counted.
 //
+// Providers (ProviderMeasurer): prometheus without an address is evaluated by
+// Options.Embedded (the in-process store), with an address through the server's HTTP API
+// (provider.Remote: per-query timeout, headers, basic/bearer auth read from file or env
+// at query time and never logged); web fetches JSON and picks a value with jsonPath; the
+// judge runs analyzer/judge sessions (Options.Judge, e.g. NewJudgeFactory(routerRegistry);
+// nil: judge metrics are Error). Vector results are []float64, scalars float64. Any
+// provider failure (unreachable, timeout, HTTP error) is Error, never Successful.
+//
+// Observability: events (started, stepCompleted, paused, resumed, aborted, promoted,
+// analysisFailed) are logged, counted in sluice_rollout_events_total and POSTed as JSON
+// to webhooks (own goroutine per hook, timeout, retries; a full queue drops and logs).
+// Gauges sluice_rollout_phase{rollout,phase} and sluice_rollout_weight{rollout,kind=set|actual},
+// counter sluice_analysis_measurements_total{rollout,metric,phase}, histogram
+// sluice_rollout_abort_latency_seconds (failing measurement → zero weight applied).
+//
 // Blue/green: the active cluster serves 100% and the preview is reachable by the
 // PreviewHeader route; prePromotionAnalysis gates the switch; with autoPromotionEnabled
 // the switch happens autoPromotionSeconds after the gate passed, else on promote. The

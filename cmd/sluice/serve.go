@@ -181,7 +181,8 @@ func runServe(ctx context.Context, o serveOptions) error {
 	go func() { defer wg.Done(); store.Run(ctx) }()
 
 	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
-		DataPlanes: planes, StateDir: cfg.ControlPlane.StateDir, Embedded: store})
+		DataPlanes: planes, StateDir: cfg.ControlPlane.StateDir, Embedded: store,
+		Judge: analyzer.NewJudgeFactory(appReg)})
 	if err != nil {
 		return fmt.Errorf("analyzer: %w", err)
 	}

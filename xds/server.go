@@ -139,7 +139,9 @@ type node struct {
 	nackMessage string
 	// rdsAcked is the snapshot version of the routes the node last ACKed (0: none).
 	rdsAcked uint64
-	types    map[string]*typeState
+	// gone is when the node's last stream closed (zero while connected).
+	gone  time.Time
+	types map[string]*typeState
 	// current is the snapshot the node is set to; lastGood the newest one it ACKed in
 	// full (every type it subscribes to at that snapshot's version).
 	current, lastGood *cachev3.Snapshot
@@ -359,6 +361,7 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 	for shape, res := range built {
 		stage[shape] = s.fleets[shape].update(s.epoch, snap.Version, res)
 	}
+	s.pruneLocked(time.Now())
 	type push struct {
 		key         string
 		stage, full *cachev3.Snapshot
@@ -388,6 +391,20 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 	s.mu.Lock() // for the deferred Unlock
 	s.log.Debug("applied snapshot", zap.Uint64("version", snap.Version), zap.Int("nodes", len(pushes)))
 	return nil
+}
+
+// forgetAfter is how long a disconnected node stays in Nodes() (and in the cache).
+const forgetAfter = 10 * time.Minute
+
+// pruneLocked forgets nodes disconnected for longer than forgetAfter, so that a churning
+// fleet does not grow the node table and the cache without bound.
+func (s *Server) pruneLocked(now time.Time) {
+	for key, n := range s.nodes {
+		if n.streams == 0 && !n.gone.IsZero() && now.Sub(n.gone) > forgetAfter {
+			delete(s.nodes, key)
+			s.cache.ClearSnapshot(key)
+		}
+	}
 }
 
 func (s *Server) setCache(key string, snap *cachev3.Snapshot) {
@@ -504,6 +521,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 				n.streams--
 				if n.streams == 0 {
 					s.metrics.connected.Dec()
+					n.gone = time.Now()
 				}
 				s.nodeChangedLocked(n)
 			}
@@ -541,6 +559,7 @@ func (s *Server) onRequest(id int64, req *discoverygrpc.DiscoveryRequest) error 
 			s.nodes[key] = n
 		}
 		n.streams++
+		n.gone = time.Time{}
 		if n.streams == 1 {
 			s.metrics.connected.Inc()
 			// Serve every node that connects: its fleet's current resources.

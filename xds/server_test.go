@@ -302,3 +302,31 @@ func TestShapeOf(t *testing.T) {
 }
 
 func newRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+func TestServerForgetsLongGoneNodes(t *testing.T) {
+	s := startXDS(t, "127.0.0.1:0", nil)
+	if err := s.Apply(e2eSnapshot(1, "127.0.0.1:1", []string{"127.0.0.1:2"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	cc := dialPlain(t, s.Addr().String())
+	c := startEnvoy(t, cc, xdstest.Options{Node: &corev3.Node{Id: "gone"}})
+	waitApplied(t, s, 1)
+	eventually(t, 5*time.Second, "node seen", func() bool { return nodeByID(s, "gone") != nil })
+	c.Stop()
+	eventually(t, 5*time.Second, "node disconnected", func() bool { return !nodeByID(s, "gone").Connected })
+	s.mu.Lock()
+	s.pruneLocked(time.Now().Add(forgetAfter / 2))
+	s.mu.Unlock()
+	if nodeByID(s, "gone") == nil {
+		t.Fatal("node forgotten too early")
+	}
+	s.mu.Lock()
+	s.pruneLocked(time.Now().Add(2 * forgetAfter))
+	s.mu.Unlock()
+	if n := nodeByID(s, "gone"); n != nil {
+		t.Fatalf("node kept after %v: %+v", 2*forgetAfter, n)
+	}
+	if _, err := s.cache.GetSnapshot("envoy/gone"); err == nil {
+		t.Fatal("cache still holds the forgotten node's snapshot")
+	}
+}

@@ -267,7 +267,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	// Ordered ADS: one response channel per stream, sent in order, no reflect.Select.
-	xs := serverv3.NewServer(sctx, s.cache, s.callbacks(), sotwv3.WithOrderedADS())
+	xs := serverv3.NewServer(sctx, s.cache, s.callbacks(), sotwv3.WithOrderedADS(),
+		sotwv3.WithLogger(cacheLogger{s.log.Sugar()}))
 	gs := grpc.NewServer(sopts...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 	s.mu.Lock()

@@ -10,8 +10,8 @@
 // kinds, and providers Sluice does not run, are warnings. A configuration with errors
 // yields no model: nothing of it may be applied.
 //
-// docs/config.md is the reference for every kind and field, with defaults;
-// docs/argo-compat.md says which Argo fields are supported, ignored or planned.
+// README.md's "Configuration reference" lists every kind and field, with defaults;
+// its "Argo Rollouts compatibility" table says which Argo fields are supported, ignored or planned.
 package config
 
 import (

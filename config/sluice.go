@@ -13,7 +13,7 @@ import (
 	"github.com/sluice-mesh/sluice/model"
 )
 
-// Defaults for the sluice.dev kinds (docs/config.md lists them).
+// Defaults for the sluice.dev kinds (README.md's configuration reference lists them).
 const (
 	DefaultAdminAddress          = "127.0.0.1:9900"
 	DefaultStateDir              = ".sluice"

@@ -47,5 +47,9 @@ fuzz-config: ## Fuzz the config loader (FuzzLoad) for FUZZTIME (default 60s)
 bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canaries (~2-4 min); writes bench/README.md
 	$(GO) run ./bench/judge -healthy-runs $(or $(HEALTHY_RUNS),1000) -runs $(or $(RUNS),200) -readme bench/README.md
 
+.PHONY: e2e-router
+e2e-router: test-deps ## Real-process rollouts behind the router: Prometheus, embedded, outage, kill -9, judge (~1 min)
+	$(GO) test -race -count=1 -v ./e2e/router
+
 clean: ## Remove build output
 	rm -rf bin

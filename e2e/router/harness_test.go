@@ -184,6 +184,9 @@ func startServe(t *testing.T, c *cluster, cfgPath string) *serve {
 		if p.exited() {
 			t.Fatalf("sluice serve exited:\n%s", p.output())
 		}
+		if strings.Contains(p.output(), "address already in use") {
+			t.Fatalf("a port picked for this test was taken meanwhile:\n%s", p.output())
+		}
 		resp, err := http.Get("http://" + s.admin + "/readyz")
 		if err != nil {
 			return false
@@ -320,9 +323,29 @@ type cluster struct {
 	stateDir       string
 }
 
+var (
+	addrMu    sync.Mutex
+	addrsUsed = map[string]bool{}
+)
+
+// freeAddr is testenv.FreeAddr that never hands out the same address twice in this
+// process: parallel scenarios must not be given each other's ports.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	addrMu.Lock()
+	defer addrMu.Unlock()
+	for {
+		a := testenv.FreeAddr(t)
+		if !addrsUsed[a] {
+			addrsUsed[a] = true
+			return a
+		}
+	}
+}
+
 func newCluster(t *testing.T, stable, canary string) *cluster {
 	dir := t.TempDir()
-	return &cluster{dir: dir, admin: testenv.FreeAddr(t), listen: testenv.FreeAddr(t),
+	return &cluster{dir: dir, admin: freeAddr(t), listen: freeAddr(t),
 		stable: stable, canary: canary, stateDir: filepath.Join(dir, "state")}
 }
 

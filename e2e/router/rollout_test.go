@@ -342,12 +342,12 @@ func TestPrometheusOutageNeverPromotes(t *testing.T) {
 // pause at weight 25 and restarted with the same stateDir. From the first answer of the
 // restarted admin API the rollout is at the same step, weight 25 set and applied, with
 // the same pause deadline; the router, from its first request, splits about 25% to the
-// canary (never 0 or 100); the rollout then completes. Pauses are 5 s here so the kill
+// canary (never 0 or 100); the rollout then completes. Pauses are 6 s here so the kill
 // and restart fit inside one.
 func TestKill9ResumesMidPause(t *testing.T) {
 	t.Parallel()
 	tm := fast
-	tm.Pause = 5 * time.Second
+	tm.Pause = 6 * time.Second
 	c := newCluster(t, startBackend(t, "stable", 0), startBackend(t, "canary", 0))
 	cfg := c.writeConfig(t, exampleConfig(t, c, tm))
 	s1 := startServe(t, c, cfg)

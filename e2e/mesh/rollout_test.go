@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -80,6 +81,11 @@ func startMesh(t *testing.T, canaryErrors float64) *mesh {
 	cfgPath := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// The configuration is what a user would write: valid, and without a warning.
+	out, err := exec.Command(sluiceBin, "validate", "-f", cfgPath).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "warning:") {
+		t.Fatalf("sluice validate: %v\n%s", err, out)
 	}
 	m.serve = startServe(t, cfgPath, admin, xdsAddr)
 	byAddr := map[string]string{m.stable.grpc: m.stable.name, m.canary.grpc: m.canary.name}

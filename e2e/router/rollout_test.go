@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,7 +30,8 @@ func TestHealthyCanaryEmbedded(t *testing.T)       { t.Parallel(); runHealthy(t,
 
 // Scenarios 2 and 4: a canary answering 5% of requests with 500 is aborted at its first
 // analysis, and no request sent after the abort (or later than one interval plus one
-// second after the failing measurement) reaches it.
+// second after the failing measurement) reaches it. Embedded: the aborted rollout then
+// survives a kill -9 and restart of sluice serve still aborted, at weight 0.
 func TestFailingCanaryWithPrometheus(t *testing.T) { t.Parallel(); runFailing(t, true) }
 func TestFailingCanaryEmbedded(t *testing.T)       { t.Parallel(); runFailing(t, false) }
 
@@ -189,6 +191,30 @@ func runFailing(t *testing.T, withProm bool) {
 	if after := ld.since(abortSeen); count(after, "canary") != 0 || count(after, "stable") != len(after) {
 		t.Fatalf("after the abort: %d of %d requests reached the canary, %d the stable",
 			count(after, "canary"), len(after), count(after, "stable"))
+	}
+	if withProm {
+		return
+	}
+	// An aborted rollout stays aborted across kill -9: from the restarted process's first
+	// answer it is Degraded at weight 0, and the router sends nothing to the canary.
+	s.kill9()
+	killed := time.Now()
+	s2 := startProc(t, "sluice serve (restarted)", "serve", "-f", filepath.Join(c.dir, "sluice.yaml"), "--log-format", "json")
+	srv2 := &serve{proc: s2, admin: c.admin, listen: c.listen}
+	ld2 := startLoad(t, c.listen, loadRPS, 4, nil)
+	reads := 0
+	srv2.waitStatus(t, 30*time.Second, "two seconds of status after the restart", func(st analyzer.RolloutStatus) {
+		reads++
+		if !st.Aborted || st.Phase != analyzer.PhaseDegraded || st.SetWeight != 0 || st.ActualWeight != 0 || st.Step != stepAnalysis {
+			t.Fatalf("after kill -9 of an aborted rollout: aborted %t, %s, step %d, weight %d/%d",
+				st.Aborted, st.Phase, st.Step, st.SetWeight, st.ActualWeight)
+		}
+	}, func(analyzer.RolloutStatus) bool { return time.Since(killed) > 2*time.Second })
+	ld2.stop()
+	rs := ld2.since(killed)
+	if reads == 0 || count(rs, "stable") < 50 || count(rs, "canary") != 0 {
+		t.Fatalf("after restarting the aborted rollout: %d status reads; %d requests to the stable, %d to the canary",
+			reads, count(rs, "stable"), count(rs, "canary"))
 	}
 }
 

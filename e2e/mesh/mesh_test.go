@@ -326,7 +326,7 @@ func (c *client) stop() {
 	c.wg.Wait()
 }
 
-// since returns the client's observations of RPCs sent at or after from, and before to
+// between returns the client's observations of RPCs sent at or after from, and before to
 // (zero: no end).
 func (c *client) between(from, to time.Time) []obs {
 	c.mu.Lock()

@@ -93,8 +93,7 @@ func startMesh(t *testing.T, canaryErrors float64) *mesh {
 	m.clients = startClients(t, clients, xdsAddr, byAddr, rpcPeriod)
 	testenv.WaitFor(t, 15*time.Second, "every proxyless client answered through xDS", func() bool {
 		for _, c := range m.clients {
-			if tally(c.between(time.Time{}, time.Time{}))["stable"] == 0 &&
-				tally(c.between(time.Time{}, time.Time{}))["canary"] == 0 {
+			if n := tally(c.between(time.Time{}, time.Time{})); n["stable"]+n["canary"] == 0 {
 				return false
 			}
 		}

@@ -56,7 +56,10 @@
 // counts, each compared cluster must have served MinRequests requests (metric's
 // minRequests, else ControlPlane.MinRequests) in the metric's window
 // (RequestsQuery); otherwise the measurement is LowTraffic: shown, not counted, and the
-// metric tries again after its interval. Blue/green checks only the cluster serving
+// metric tries again after its interval. The count reads the router's
+// http_requests_total{cluster=...}, else Envoy's envoy_cluster_upstream_rq_total; a
+// Prometheus holding neither for a cluster (only a service's own metrics) cannot gate,
+// and each measurement then says "minRequests not enforced". Blue/green checks only the cluster serving
 // traffic (none before the switch, the new active after it). A provider may also answer
 // Running (the judge, until it decides): shown, not counted.
 //

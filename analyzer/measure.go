@@ -50,6 +50,17 @@ type JudgeFactory func(m model.Metric, baseline, canary string) (JudgeSession, e
 // traffic are not in http_requests_total, so they never count.
 const RequestsQuery = `sum(increase(http_requests_total{cluster=%[1]q}[%[2]s]))`
 
+// requestCounters are the series the minimum request count reads, in order: Sluice's
+// router (label cluster), then Envoy's per-cluster stats. The first whose series exist for
+// a cluster counts its requests; when neither exists in the metric's Prometheus (a
+// service's own metrics, say), the count cannot be known there and the gate is not
+// enforced — the measurement says so, and its own no-data rule still applies.
+var requestCounters = []struct{ present, count string }{
+	{`count(http_requests_total{cluster=%[1]q})`, RequestsQuery},
+	{`count(envoy_cluster_upstream_rq_total{envoy_cluster_name=%[1]q})`,
+		`sum(increase(envoy_cluster_upstream_rq_total{envoy_cluster_name=%[1]q}[%[2]s]))`},
+}
+
 // ProviderMeasurer measures with the configured providers: prometheus (Embedded when the
 // provider has no address, else the server at its address), web, and the judge.
 type ProviderMeasurer struct {
@@ -89,12 +100,16 @@ func (p *ProviderMeasurer) Measure(ctx context.Context, req MeasureRequest) (out
 		if err != nil {
 			return errorMeasurement(start, "%v", err)
 		}
+		var uncounted string
 		if req.MinRequests > 0 {
-			if low, msg, err := p.lowTraffic(ctx, q, req); err != nil {
+			low, msg, err := p.lowTraffic(ctx, q, req)
+			if err != nil {
 				return errorMeasurement(start, "counting requests: %v", err)
-			} else if low {
+			}
+			if low {
 				return Measurement{Phase: MeasurementLowTraffic, Message: msg, StartedAt: start}
 			}
+			uncounted = msg
 		}
 		v, err := q.Query(ctx, m.Provider.Prometheus.Query, req.Now)
 		if err != nil {
@@ -106,6 +121,9 @@ func (p *ProviderMeasurer) Measure(ctx context.Context, req MeasureRequest) (out
 		}
 		ms := evaluate(m, result, noData)
 		ms.Value, ms.Values, ms.StartedAt = text, values, start
+		if uncounted != "" {
+			ms.Message += " (" + uncounted + ")"
+		}
 		return ms
 	case m.Provider.Web != nil:
 		v, err := provider.Web(ctx, p.HTTP, m.Provider.Web)
@@ -164,31 +182,64 @@ func trafficClusters(req MeasureRequest) []string {
 	return []string{req.Stable, req.Canary}
 }
 
-func (p *ProviderMeasurer) lowTraffic(ctx context.Context, q Querier, req MeasureRequest) (bool, string, error) {
+// lowTraffic reports whether a compared cluster served fewer than MinRequests requests in
+// the metric's window (with the message to show). When low is false, msg names the
+// clusters whose requests this Prometheus cannot count (see requestCounters), if any.
+func (p *ProviderMeasurer) lowTraffic(ctx context.Context, q Querier, req MeasureRequest) (low bool, msg string, err error) {
 	window := req.Metric.Interval
 	if window <= 0 {
 		window = time.Minute
 	}
 	window = max(window, 10*time.Second)
+	var uncounted []string
 	for _, c := range trafficClusters(req) {
-		v, err := q.Query(ctx, fmt.Sprintf(RequestsQuery, c, promDuration(window)), req.Now)
+		n, counted, err := requestCount(ctx, q, c, window, req.Now)
 		if err != nil {
 			return false, "", err
 		}
-		_, values, _, _, err := provider.Result(v)
-		if err != nil {
-			return false, "", err
-		}
-		n := 0.0
-		if len(values) > 0 && !math.IsNaN(values[0]) {
-			n = values[0]
+		if !counted {
+			uncounted = append(uncounted, c)
+			continue
 		}
 		if n < float64(req.MinRequests) {
 			return true, fmt.Sprintf("low traffic: %s served %.0f requests in the last %s, fewer than the %d needed; waiting",
 				c, n, window, req.MinRequests), nil
 		}
 	}
-	return false, "", nil
+	if len(uncounted) > 0 {
+		msg = fmt.Sprintf("minRequests not enforced: this Prometheus has no http_requests_total{cluster=...} or envoy_cluster_upstream_rq_total series for %s",
+			strings.Join(uncounted, ", "))
+	}
+	return false, msg, nil
+}
+
+// requestCount counts cluster's requests over window with the first of requestCounters
+// whose series exist; counted is false when none does.
+func requestCount(ctx context.Context, q Querier, cluster string, window time.Duration, now time.Time) (n float64, counted bool, err error) {
+	for _, rc := range requestCounters {
+		v, err := q.Query(ctx, fmt.Sprintf(rc.present, cluster), now)
+		if err != nil {
+			return 0, false, err
+		}
+		if _, values, _, _, err := provider.Result(v); err != nil {
+			return 0, false, err
+		} else if len(values) == 0 || math.IsNaN(values[0]) || values[0] == 0 {
+			continue
+		}
+		v, err = q.Query(ctx, fmt.Sprintf(rc.count, cluster, promDuration(window)), now)
+		if err != nil {
+			return 0, false, err
+		}
+		_, values, _, _, err := provider.Result(v)
+		if err != nil {
+			return 0, false, err
+		}
+		if len(values) > 0 && !math.IsNaN(values[0]) {
+			n = values[0]
+		}
+		return n, true, nil
+	}
+	return 0, false, nil
 }
 
 // promDuration formats d as a PromQL duration (whole seconds).

@@ -24,9 +24,13 @@ func (f *fakeQuerier) Query(ctx context.Context, q string, ts time.Time) (pmodel
 	if f.err != nil {
 		return nil, f.err
 	}
-	if strings.Contains(q, "increase(http_requests_total") {
+	// The router's request series exist for the clusters in requests; Envoy's never.
+	if strings.Contains(q, "http_requests_total{cluster=") || strings.Contains(q, "envoy_cluster_upstream_rq_total") {
 		for c, n := range f.requests {
-			if strings.Contains(q, `"`+c+`"`) {
+			if strings.Contains(q, "http_requests_total{cluster=") && strings.Contains(q, `"`+c+`"`) {
+				if strings.HasPrefix(q, "count(") {
+					return pmodel.Vector{{Value: 1}}, nil
+				}
 				return pmodel.Vector{{Value: pmodel.SampleValue(n)}}, nil
 			}
 		}
@@ -78,6 +82,19 @@ func TestProviderMeasurerEmbedded(t *testing.T) {
 		if ms.Phase != c.want {
 			t.Errorf("%s: %s (%s), want %s", c.name, ms.Phase, ms.Message, c.want)
 		}
+	}
+	// A Prometheus with no request series for a cluster (a service's own metrics, labelled
+	// otherwise) cannot gate on minRequests: the measurement is taken and says so.
+	unknown := req(embeddedMetric("ok", "result[0] < 0.05", ""), 20)
+	unknown.Canary = "mesh-canary"
+	if ms := pm.Measure(context.Background(), unknown); ms.Phase != MeasurementSuccessful ||
+		!strings.Contains(ms.Message, "minRequests not enforced") || !strings.Contains(ms.Message, "mesh-canary") {
+		t.Fatalf("uncountable cluster: %+v", ms)
+	}
+	// ... while a counted cluster below the minimum still waits, whatever the other one.
+	unknown.Stable, unknown.Canary, unknown.MinRequests = "mesh-stable", "canary", 100
+	if ms := pm.Measure(context.Background(), unknown); ms.Phase != MeasurementLowTraffic {
+		t.Fatalf("counted low traffic: %+v", ms)
 	}
 	q.err = errors.New("connection refused")
 	if ms := pm.Measure(context.Background(), req(embeddedMetric("ok", "result[0] < 0.05", ""), 0)); ms.Phase != MeasurementError {

@@ -236,6 +236,11 @@ func TestBadCanaryAborted(t *testing.T) {
 		failing.Values[0] < 0.1 || failing.Values[0] > 0.6 {
 		t.Fatalf("failing measurement %+v; want an error ratio near 0.3", failing)
 	}
+	// The services' own series have no per-cluster request counter Sluice can read, so
+	// the default minRequests gate is reported as not enforced rather than waiting forever.
+	if !strings.Contains(failing.Message, "minRequests not enforced") {
+		t.Fatalf("failing measurement message %q; want it to say minRequests is not enforced", failing.Message)
+	}
 	if st.AbortLatencySeconds == nil || *st.AbortLatencySeconds > 1 {
 		t.Fatalf("abort latency %v; want it recorded and ≤ 1 s", st.AbortLatencySeconds)
 	}

@@ -8,7 +8,7 @@ TEST_TIMEOUT ?= 9m
 .PHONY: help build test test-deps lint demo bench bench-router bench-xds bench-judge clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/sluice

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +46,17 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run() // every scenario skips itself (skipShort)
+	}
+	// The scenarios mostly wait on pauses and intervals in child processes: run them all
+	// at once unless -test.parallel was given (its default, GOMAXPROCS, is 2 here).
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "8")
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -61,22 +73,27 @@ func runMain(m *testing.M) int {
 	// Built without -race: the e2e tests exercise behaviour across processes, and the
 	// packages' own -race tests cover data races; an instrumented binary per process would
 	// cost the 2 shared cores several times over.
-	build := exec.Command("go", "build", "-o", sluiceBin, "./cmd/sluice")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goBin, "build", "-o", sluiceBin, "./cmd/sluice")
 	build.Dir = repoRoot
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building sluice: %v\n%s", err, out)
 		return 1
 	}
-	// The scenarios mostly wait on pauses and intervals in child processes: run them all
-	// at once unless -test.parallel was given (its default, GOMAXPROCS, is 2 here).
-	flag.Parse()
-	explicit := false
-	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
-	if !explicit {
-		_ = flag.Set("test.parallel", "8")
-	}
 	return m.Run()
+}
+
+// skipShort skips a scenario under -short: each starts several processes and runs for
+// 10–50 s.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: real-process rollout scenario")
+	}
 }
 
 // ---------------------------------------------------------------------------------------

@@ -326,9 +326,10 @@ type timing struct {
 // fast is the time scale the scenarios use: pauses 60s and 120s → 4s, metric interval
 // 30s → 2s, PromQL range [1m] → [8s]. The range is four intervals (the example's is two)
 // so that the first measurement sees enough canary requests for the 1% threshold to
-// tell a 5% canary from a healthy one without flaking: at 200 rps the window at
-// weights 10 then 25 holds about 280 canary requests (a 5% canary passes with
-// probability below 1e-4), and the pause at 25 fills half of it.
+// tell a 5% canary from a healthy one: at the failing scenarios' 250 rps the window at
+// weights 10 then 25 holds about 350 canary requests (a 5% canary measures ≤ 1% with
+// probability about 1e-5 when every request is in the data), and the pause at 25 fills
+// half of it.
 var fast = timing{Pause: 4 * time.Second, LongPause: 4 * time.Second, Interval: 2 * time.Second, Window: "8s"}
 
 // cluster is one scenario's addresses and files.

@@ -18,10 +18,10 @@ import (
 )
 
 // loadRPS is the steady load each scenario drives through the router (4 goroutines);
-// failingRPS the load of the 5%-error scenarios (8 goroutines), see fast.
+// failingRPS the load of the 5%-error scenarios (10 goroutines), see fast.
 const (
 	loadRPS    = 100
-	failingRPS = 200
+	failingRPS = 250
 )
 
 // Scenarios 1 and 3: a healthy canary walks every step to Healthy, with the analysis
@@ -156,7 +156,7 @@ func runFailing(t *testing.T, withProm bool) {
 		startProm(t, c)
 	}
 	s := startServe(t, c, c.writeConfig(t, exampleConfig(t, c, fast)))
-	ld := startLoad(t, c.listen, failingRPS, 8, nil)
+	ld := startLoad(t, c.listen, failingRPS, 10, nil)
 
 	st := s.waitStatus(t, 60*time.Second, "the abort", func(st analyzer.RolloutStatus) {
 		if st.Phase == analyzer.PhaseHealthy || st.Step > stepAnalysis {
@@ -176,8 +176,15 @@ func runFailing(t *testing.T, withProm bool) {
 	}
 	run := inlineRun(t, st)
 	m := metricStatus(t, run, "error-rate")
+	// Aborted within its first analysis: the run's count is 2, so a first measurement that
+	// happens to see ≤ 1% (a few in a thousand at this traffic; more when an overloaded
+	// Prometheus scrapes late and the window holds fewer requests) may pass before the
+	// second fails. Either way the analysis step is where it ends, on one failure.
+	if m.Successful == 1 {
+		t.Logf("the first measurement passed (%s); the second failed", m.Measurements[0].Value)
+	}
 	if run.Phase != analyzer.MeasurementFailed || m.Phase != analyzer.MeasurementFailed || m.Failed != 1 ||
-		m.Successful != 0 || m.Count != 1 || m.Provider != wantProvider(withProm) {
+		m.Successful > 1 || m.Count != m.Successful+1 || m.Provider != wantProvider(withProm) {
 		if c.promAddr != "" {
 			for _, q := range []string{`up[30s]`, `scrape_duration_seconds[30s]`,
 				`sum(http_requests_total{cluster="backend-api-canary"})[30s:1s]`,
@@ -186,7 +193,7 @@ func runFailing(t *testing.T, withProm bool) {
 				t.Logf("prometheus %s: %s", q, promQuery(c.promAddr, q))
 			}
 		}
-		t.Fatalf("not aborted by its first error-rate measurement: run %s, metric %+v", run.Phase, m)
+		t.Fatalf("not aborted by its first analysis: run %s, metric %+v", run.Phase, m)
 	}
 	failing := m.Measurements[len(m.Measurements)-1]
 	if failing.Phase != analyzer.MeasurementFailed || len(failing.Values) != 1 || failing.Values[0] <= 0.01 {

@@ -130,6 +130,30 @@ func runHealthy(t *testing.T, withProm bool) {
 			t.Fatalf("history never applied weight %d: %+v", w, st.History)
 		}
 	}
+	// Each weight reached the router: between one applied weight and the next, the load
+	// generator saw that share of its requests answered by the canary.
+	checked := 0
+	for i := 0; i+1 < len(st.History); i++ {
+		h, next := st.History[i], st.History[i+1]
+		var rs []result
+		for _, r := range ld.since(h.Time.Add(100 * time.Millisecond)) {
+			if r.sent.Before(next.Time.Add(-100*time.Millisecond)) && r.backend != "" {
+				rs = append(rs, r)
+			}
+		}
+		if len(rs) < 100 {
+			continue
+		}
+		share := float64(count(rs, "canary")) / float64(len(rs))
+		if d := share - float64(h.ActualWeight)/100; d < -0.06 || d > 0.06 {
+			t.Fatalf("at applied weight %d the canary answered %.3f of %d requests", h.ActualWeight, share, len(rs))
+		}
+		t.Logf("weight %d: canary share %.3f over %d requests", h.ActualWeight, share, len(rs))
+		checked++
+	}
+	if checked < 3 {
+		t.Fatalf("only %d weights held long enough to check the split: %+v", checked, st.History)
+	}
 	// Promoted: the canary serves every request from now on.
 	testenv.WaitFor(t, 5*time.Second, "one second of load after Healthy", func() bool {
 		return time.Since(healthyAt) > 1200*time.Millisecond

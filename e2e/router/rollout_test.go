@@ -227,6 +227,27 @@ func runFailing(t *testing.T, withProm bool) {
 		t.Fatalf("abort latency %v; want it recorded and ≤ 1 s", st.AbortLatencySeconds)
 	}
 	t.Logf("failed on %s (%s); abort latency %.3fs", failing.Value, failing.Message, *st.AbortLatencySeconds)
+	for _, ms := range m.Measurements {
+		// What the load generator itself saw in the measurement's window.
+		var n, bad int
+		for _, r := range ld.since(ms.StartedAt.Add(-8 * time.Second)) {
+			if r.sent.Before(ms.StartedAt) && r.backend == "canary" {
+				n++
+				if r.status >= 500 {
+					bad++
+				}
+			}
+		}
+		truth := float64(bad) / float64(max(n, 1))
+		t.Logf("measurement %s %s; load generator: %d of %d canary answers in the window were 5xx (%.4f)",
+			ms.Phase, ms.Value, bad, n, truth)
+		// The embedded store gathers the router's own counters every second: its value
+		// matches what the clients saw, up to a second's worth of requests at the edges.
+		// (Prometheus' window lags by its scrape and extrapolates: logged, not asserted.)
+		if !withProm && len(ms.Values) == 1 && n >= 100 && (ms.Values[0] < truth-0.02 || ms.Values[0] > truth+0.02) {
+			t.Fatalf("embedded error-rate %.4f; the clients saw %.4f (%d of %d)", ms.Values[0], truth, bad, n)
+		}
+	}
 
 	// Keep the load on for a while after the abort, then look at who answered.
 	bound := failing.FinishedAt.Add(fast.Interval + time.Second)

@@ -8,7 +8,8 @@
 // Every scenario derives its configuration from examples/sluice.yaml (exampleConfig): the
 // same Rollout (10% → pause → 25% → pause → analysis → 50% → pause) and the same
 // AnalysisTemplate (error-rate and p95-latency over the router's series), rewriting only
-// addresses, the stateDir, the prometheus-address argument and the time scale.
+// addresses, the stateDir, the prometheus-address argument and the time scale (the
+// judge scenario alone swaps the template's metrics for one sluice/judge metric).
 package routere2e
 
 import (

@@ -10,17 +10,13 @@
 package mesh
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,14 +43,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	sluiceBin = filepath.Join(dir, "sluice")
-	// Built without -race: these tests exercise behaviour across processes; the packages'
-	// own -race tests cover data races, and an instrumented binary per process would cost
-	// the two shared cores several times over.
-	build := exec.Command("go", "build", "-o", sluiceBin, "../../cmd/sluice")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building sluice: %v\n%s", err, out)
+	if sluiceBin, err = testenv.BuildSluice(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
@@ -63,66 +53,13 @@ func runMain(m *testing.M) int {
 // ---------------------------------------------------------------------------------------
 // Processes
 
-// proc is a child process whose stdout and stderr are kept for failure messages.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
+// proc is a child process of the test (testenv.Process).
+type proc = testenv.Process
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL and waits until the process is gone; safe to call twice.
-func (p *proc) kill() {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// startProc runs the sluice binary with args; the process is killed when the test ends
-// and its output logged when the test failed.
+// startProc runs the sluice binary with args; see testenv.StartProcess.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(sluiceBin, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			out := p.output()
-			if len(out) > 8000 {
-				out = "…" + out[len(out)-8000:]
-			}
-			t.Logf("--- %s output (tail):\n%s", name, out)
-		}
-	})
-	return p
+	return testenv.StartProcess(t, name, sluiceBin, args...)
 }
 
 // backend is a running `sluice demo-backend --grpc`.
@@ -145,10 +82,10 @@ func startBackend(t *testing.T, name string, errorRate float64) backend {
 		"--latency", "2ms", "--log-level", "warn")
 	b := backend{name: name}
 	testenv.WaitFor(t, 20*time.Second, "demo-backend "+name+" listening", func() bool {
-		if p.exited() {
-			t.Fatalf("demo-backend %s exited:\n%s", name, p.output())
+		if p.Exited() {
+			t.Fatalf("demo-backend %s exited:\n%s", name, p.Output())
 		}
-		out := p.output()
+		out := p.Output()
 		h, g := httpLine.FindStringSubmatch(out), grpcLine.FindStringSubmatch(out)
 		if h == nil || g == nil {
 			return false
@@ -171,8 +108,8 @@ func startServe(t *testing.T, cfgPath, admin, xdsAddr string) *serve {
 	p := startProc(t, "sluice serve", "serve", "-f", cfgPath, "--log-format", "json")
 	s := &serve{proc: p, admin: admin, xds: xdsAddr}
 	testenv.WaitFor(t, 30*time.Second, "sluice serve ready", func() bool {
-		if p.exited() {
-			t.Fatalf("sluice serve exited:\n%s", p.output())
+		if p.Exited() {
+			t.Fatalf("sluice serve exited:\n%s", p.Output())
 		}
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {
@@ -215,7 +152,7 @@ func (s *serve) waitStatus(t *testing.T, within time.Duration, what string,
 				return st
 			}
 		}
-		if s.exited() {
+		if s.Exited() {
 			t.Fatalf("sluice serve exited while waiting for %s", what)
 		}
 		if time.Now().After(deadline) {

@@ -14,7 +14,6 @@ package routere2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,13 +21,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,7 +35,7 @@ import (
 // sluiceBin is the sluice binary built by TestMain.
 var sluiceBin string
 
-// repoRoot is the module root (two levels up from this package).
+// repoRoot is the module root.
 var repoRoot string
 
 func TestMain(m *testing.M) {
@@ -58,31 +54,19 @@ func runMain(m *testing.M) int {
 	if !explicit {
 		_ = flag.Set("test.parallel", "8")
 	}
-	wd, err := os.Getwd()
-	if err != nil {
+	var err error
+	if repoRoot, err = testenv.ModuleRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
 	dir, err := os.MkdirTemp("", "sluice-e2e-router-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	sluiceBin = filepath.Join(dir, "sluice")
-	// Built without -race: the e2e tests exercise behaviour across processes, and the
-	// packages' own -race tests cover data races; an instrumented binary per process would
-	// cost the 2 shared cores several times over.
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-o", sluiceBin, "./cmd/sluice")
-	build.Dir = repoRoot
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building sluice: %v\n%s", err, out)
+	if sluiceBin, err = testenv.BuildSluice(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()
@@ -100,68 +84,13 @@ func skipShort(t *testing.T) {
 // ---------------------------------------------------------------------------------------
 // Processes
 
-// proc is a child process whose stdout and stderr are kept for failure messages.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-}
+// proc is a child process of the test (testenv.Process).
+type proc = testenv.Process
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// kill9 sends SIGKILL and waits for the process to be gone; safe to call twice.
-func (p *proc) kill9() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// startProc runs the sluice binary with args; the process is killed when the test ends,
-// and its output is logged when the test failed.
+// startProc runs the sluice binary with args; see testenv.StartProcess.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(sluiceBin, args...), done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.kill9()
-		if t.Failed() {
-			out := p.output()
-			if len(out) > 6000 {
-				out = "…" + out[len(out)-6000:]
-			}
-			t.Logf("--- %s output (tail):\n%s", name, out)
-		}
-	})
-	return p
+	return testenv.StartProcess(t, name, sluiceBin, args...)
 }
 
 var backendLine = regexp.MustCompile(`demo-backend \S+ http (\S+)`)
@@ -173,12 +102,12 @@ func startBackend(t *testing.T, name string, errorRate float64) string {
 		"--error-rate", fmt.Sprint(errorRate), "--latency", "5ms", "--log-level", "warn")
 	var addr string
 	testenv.WaitFor(t, 20*time.Second, "demo-backend "+name+" listening", func() bool {
-		if m := backendLine.FindStringSubmatch(p.output()); m != nil {
+		if m := backendLine.FindStringSubmatch(p.Output()); m != nil {
 			addr = m[1]
 			return true
 		}
-		if p.exited() {
-			t.Fatalf("demo-backend %s exited:\n%s", name, p.output())
+		if p.Exited() {
+			t.Fatalf("demo-backend %s exited:\n%s", name, p.Output())
 		}
 		return false
 	})
@@ -199,11 +128,11 @@ func startServe(t *testing.T, c *cluster, cfgPath string) *serve {
 	p := startProc(t, "sluice serve", "serve", "-f", cfgPath, "--log-format", "json")
 	s := &serve{proc: p, admin: c.admin, listen: c.listen}
 	testenv.WaitFor(t, 30*time.Second, "sluice serve ready", func() bool {
-		if p.exited() {
-			t.Fatalf("sluice serve exited:\n%s", p.output())
+		if p.Exited() {
+			t.Fatalf("sluice serve exited:\n%s", p.Output())
 		}
-		if strings.Contains(p.output(), "address already in use") {
-			t.Fatalf("a port picked for this test was taken meanwhile:\n%s", p.output())
+		if strings.Contains(p.Output(), "address already in use") {
+			t.Fatalf("a port picked for this test was taken meanwhile:\n%s", p.Output())
 		}
 		resp, err := http.Get("http://" + s.admin + "/readyz")
 		if err != nil {
@@ -248,7 +177,7 @@ func (s *serve) waitStatus(t *testing.T, within time.Duration, what string, each
 				return st
 			}
 		}
-		if s.exited() {
+		if s.Exited() {
 			t.Fatalf("sluice serve exited while waiting for %s", what)
 		}
 		if time.Now().After(deadline) {

@@ -280,7 +280,7 @@ func runFailing(t *testing.T, withProm bool) {
 	}
 	// An aborted rollout stays aborted across kill -9: from the restarted process's first
 	// answer it is Degraded at weight 0, and the router sends nothing to the canary.
-	s.kill9()
+	s.Kill()
 	killed := time.Now()
 	s2 := startProc(t, "sluice serve (restarted)", "serve", "-f", filepath.Join(c.dir, "sluice.yaml"), "--log-format", "json")
 	srv2 := &serve{proc: s2, admin: c.admin, listen: c.listen}
@@ -471,7 +471,7 @@ func TestKill9ResumesMidPause(t *testing.T) {
 	if before.PauseEndsAt == nil {
 		t.Fatal("paused without a deadline")
 	}
-	s1.kill9()
+	s1.Kill()
 	killed := time.Now()
 
 	s2 := startProc(t, "sluice serve (restarted)", "serve", "-f", cfg, "--log-format", "json")

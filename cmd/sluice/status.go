@@ -224,7 +224,8 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 		left := st.PauseEndsAt.Sub(now).Round(time.Second)
 		fmt.Fprintf(w, "  paused until %s (%s left)\n", st.PauseEndsAt.Local().Format("15:04:05"), max(left, 0))
 	}
-	if st.Message != "" {
+	// The analyzer's pause message repeats the deadline shown above in UTC.
+	if st.Message != "" && (st.PauseEndsAt == nil || !strings.HasPrefix(st.Message, "paused until")) {
 		fmt.Fprintf(w, "  %s\n", st.Message)
 	}
 	if st.AbortLatencySeconds != nil {

@@ -466,6 +466,10 @@ func (l *loader) judge(d *dec, o *obj) *model.JudgeProvider {
 	num("quantile", &j.Quantile, func(x float64) bool { return x > 0 && x < 1 }, "0 < quantile < 1")
 	j.MinSamples = d.positive(o, "minSamples", DefaultJudgeMinSamples)
 	j.MaxDuration = d.dur(o, "maxDuration", 0)
+	if o.get("burnIn") != nil {
+		b := d.dur(o, "burnIn", 0)
+		j.BurnIn = &b
+	}
 	o.end()
 	return j
 }

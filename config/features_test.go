@@ -75,7 +75,7 @@ func TestFeatures(t *testing.T) {
 	wantJudge := []model.Metric{
 		{Name: "errors", ConsecutiveErrorLimit: 4, Provider: model.Provider{Judge: &model.JudgeProvider{
 			Signal: "errors", Baseline: "blue", Canary: "green", Alpha: 0.05, RelativeTolerance: 1.2, AbsoluteTolerance: 0.001,
-			Quantile: 0.95, MinSamples: 200, MaxDuration: 10 * time.Minute}}},
+			Quantile: 0.95, MinSamples: 200, MaxDuration: 10 * time.Minute, BurnIn: ptr(15 * time.Second)}}},
 		{Name: "latency", ConsecutiveErrorLimit: 4, MinRequests: 500, Provider: model.Provider{Judge: &model.JudgeProvider{
 			Signal: "latency", Baseline: "blue", Canary: "green", Alpha: 0.01, RelativeTolerance: 1.2, AbsoluteTolerance: 0.01,
 			Quantile: 0.99, MinSamples: 100}}},

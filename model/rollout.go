@@ -191,4 +191,8 @@ type JudgeProvider struct {
 	Quantile          float64       // latency quantile compared, default 0.95
 	MinSamples        int           // per cluster before deciding, default 100
 	MaxDuration       time.Duration // after this with no decision: Inconclusive
+	// BurnIn ignores the traffic of the session's first BurnIn (cold starts); nil: the
+	// default (0 in-process, where the router already excludes warm-up; 30 s for Envoy
+	// stats from Prometheus, which include it).
+	BurnIn *time.Duration
 }

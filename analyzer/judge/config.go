@@ -105,6 +105,9 @@ func ConfigFrom(p *model.JudgeProvider) Config {
 	if p.PrometheusAddress != "" {
 		c.BurnIn = DefaultPrometheusBurnIn
 	}
+	if p.BurnIn != nil {
+		c.BurnIn = *p.BurnIn
+	}
 	return c.withDefaults()
 }
 

@@ -265,6 +265,13 @@ func TestConfigFrom(t *testing.T) {
 	if c.Alpha != 0.05 || c.MinSamples != 7 || c.AbsoluteTolerance != 0.001 || c.BurnIn != 0 {
 		t.Fatalf("errors: %+v", c)
 	}
+	zero, ten := time.Duration(0), 10*time.Second
+	if c = judge.ConfigFrom(&model.JudgeProvider{Signal: "errors", PrometheusAddress: "http://p:9090", BurnIn: &zero}); c.BurnIn != 0 {
+		t.Fatalf("explicit burnIn 0 with Prometheus: %v", c.BurnIn)
+	}
+	if c = judge.ConfigFrom(&model.JudgeProvider{Signal: "errors", BurnIn: &ten}); c.BurnIn != ten {
+		t.Fatalf("burnIn 10s: %v", c.BurnIn)
+	}
 	if err := judge.ConfigFrom(&model.JudgeProvider{Signal: "cpu"}).Validate(); err == nil {
 		t.Fatal("signal cpu accepted")
 	}

@@ -16,7 +16,9 @@ build: ## Build bin/sluice
 test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium) when missing
 	@bash scripts/test-deps.sh
 
-test: test-deps ## Run every test, race detector on (installs test dependencies first)
+# build first: the end-to-end tests build the same static binary (-trimpath, CGO off),
+# which then comes from the build cache instead of being compiled by several tests at once.
+test: test-deps build ## Run every test, race detector on (installs test dependencies first)
 	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 lint: ## gofmt and go vet

@@ -44,7 +44,9 @@ func BuildSluice(dir string) (string, error) {
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	build := exec.Command(goBin, "build", "-o", bin, "./cmd/sluice")
+	// -trimpath and CGO off, as `make build` and the Dockerfile build: one set of cached
+	// packages serves them all.
+	build := exec.Command(goBin, "build", "-trimpath", "-o", bin, "./cmd/sluice")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

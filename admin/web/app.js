@@ -180,15 +180,18 @@ function rolloutCard(ro) {
     card.append(el("div", { class: "run-title" }, `Analysis ${run.name} (${run.kind}, step ${run.step}) `,
       el("span", { class: "badge " + run.phase }, run.phase), " ", el("span", { class: "why" }, run.message || "")));
     const tb = el("tbody");
+    const runEnded = !["Running", "Pending"].includes(run.phase);
     for (const m of run.metrics || []) {
       const last = (m.measurements || [])[m.measurements ? m.measurements.length - 1 : 0];
+      // A metric still measuring when its run ended (another metric decided it) stopped there.
+      const phase = runEnded && ["Running", "Pending"].includes(m.phase) ? "Stopped" : m.phase;
       const cond = [];
       if (m.successCondition) cond.push(el("div", {}, "success: ", el("code", {}, m.successCondition)));
       if (m.failureCondition) cond.push(el("div", {}, "failure: ", el("code", {}, m.failureCondition)));
       tb.append(el("tr", {},
         el("td", {}, el("b", {}, m.name), m.dryRun ? " (dry run)" : "", el("div", { class: "why" }, m.provider || "")),
         el("td", {}, ...cond),
-        el("td", {}, el("span", { class: "badge " + m.phase }, m.phase),
+        el("td", {}, el("span", { class: "badge " + phase }, phase),
           el("div", { class: "why" }, `${m.successful} ok · ${m.failed} failed · ${m.inconclusive} inconclusive · ${m.error} error`)),
         el("td", {}, last ? el("code", { class: "value" }, last.value) : "-",
           el("div", { class: "why" }, (last && last.message) || m.message || "")),

@@ -134,7 +134,10 @@ type Metric struct {
 	FailureLimit          int // default 0; -1 disables
 	InconclusiveLimit     int // default 0
 	ConsecutiveErrorLimit int // default 4
-	DryRun                bool
+	// ConsecutiveSuccessLimit (Argo v1.8): successes in a row that make the metric
+	// Successful; 0 disables it.
+	ConsecutiveSuccessLimit int
+	DryRun                  bool
 	// MinRequests is the minimum number of requests per compared cluster in the
 	// measurement's window before a measurement counts; 0 inherits ControlPlane.MinRequests.
 	MinRequests int

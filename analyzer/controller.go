@@ -370,9 +370,10 @@ func stateBytes(st *State) []byte {
 }
 
 // step runs the machine for one rollout and persists the result before acting on it.
-// When the save fails, a decision that takes traffic away from the canary (an abort)
-// still takes effect and the save is retried; any other decision is not made (its
-// inputs wait for the next tick) and step returns a *PersistError.
+// When the save fails, a decision that is safe unsaved (an abort; measuring without
+// moving on) still takes effect and the save is retried with backoff; any other
+// decision is not made (its inputs wait for the next tick). Either way step returns a
+// *PersistError.
 func (c *Controller) step(name string, in Inputs) error {
 	r := c.cfg.Rollout(name)
 	old := c.states[name]
@@ -382,10 +383,11 @@ func (c *Controller) step(name string, in Inputs) error {
 	now := c.clock.Now()
 	st, actions := Step(r, *old, now, in)
 	retry := c.unsaved[name]
+	safe := safeUnsaved(old, &st, in)
 	if retry != nil && now.Before(retry.next) {
-		// Backing off from a failed save: only a decision that is safe unsaved (the
-		// rollout is aborted: weight 0, nothing promoted) takes effect meanwhile.
-		if !st.Aborted {
+		// Backing off from a failed save: only a decision that is safe unsaved takes
+		// effect meanwhile.
+		if !safe {
 			c.requeue(name, in)
 			return &PersistError{Rollout: name, Err: retry.err}
 		}
@@ -395,12 +397,12 @@ func (c *Controller) step(name string, in Inputs) error {
 	if retry != nil || !bytes.Equal(stateBytes(old), stateBytes(&st)) {
 		if err := c.store.Save(&st); err != nil {
 			c.saveFailed(name, err, now)
-			if !st.Aborted {
+			if !safe {
 				c.requeue(name, in)
 				return &PersistError{Rollout: name, Err: err}
 			}
-			// Safe without the disk: every request goes back to stable, nothing is
-			// promoted. Take it to the data planes now; keep retrying the save.
+			// Safe without the disk: nothing is promoted. Take it to the data planes
+			// now; keep retrying the save.
 			c.commit(r, old, &st, actions, in, now)
 			return &PersistError{Rollout: name, Applied: true, Err: err}
 		}
@@ -408,6 +410,19 @@ func (c *Controller) step(name string, in Inputs) error {
 	}
 	c.commit(r, old, &st, actions, in, now)
 	return nil
+}
+
+// safeUnsaved reports whether the decision from old to st may take effect before it is
+// saved: an abort (every request back to stable), or, without an operator command, a
+// decision that leaves the routing, the step and the pause as they were or safer
+// (measurements asked for and recorded, a pause for an inconclusive result). Anything
+// that moves the rollout forward waits for the disk.
+func safeUnsaved(old, st *State, in Inputs) bool {
+	if st.Aborted {
+		return true
+	}
+	return len(in.Commands) == 0 && !old.Aborted && st.Gen == old.Gen && st.Step == old.Step &&
+		st.Completed == old.Completed && st.Switched == old.Switched && (st.Paused || !old.Paused)
 }
 
 // commit makes st the rollout's state and carries out its actions.

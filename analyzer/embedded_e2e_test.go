@@ -132,8 +132,10 @@ func TestEmbeddedFailingCanaryAbortsAtFirstMeasurement(t *testing.T) {
 	if mt.Failed != 1 || mt.Count != 1 || len(mt.Measurements) != 1 || mt.Measurements[0].Values[0] < 0.04 {
 		t.Fatalf("aborted after %+v", mt)
 	}
-	if *st.AbortLatencySeconds > 1 {
-		t.Fatalf("abort latency %v s", *st.AbortLatencySeconds)
+	// Ordering only (no time limit here: figures belong in bench/): the zero weight was
+	// applied after the failing measurement finished.
+	if *st.AbortLatencySeconds < 0 || st.AbortCause != AbortByAnalysis {
+		t.Fatalf("abort latency %v s, cause %q", *st.AbortLatencySeconds, st.AbortCause)
 	}
 }
 

@@ -177,3 +177,21 @@ func TestProviderMeasurerJudgeSessionPerRun(t *testing.T) {
 		t.Fatal("session not terminated with its run")
 	}
 }
+
+// TestMinRequestsBoundary: a cluster that served exactly minRequests requests in the
+// window counts; one fewer is LowTraffic.
+func TestMinRequestsBoundary(t *testing.T) {
+	for _, c := range []struct {
+		served float64
+		want   MeasurementPhase
+	}{{49, MeasurementLowTraffic}, {50, MeasurementSuccessful}, {51, MeasurementSuccessful}} {
+		q := &fakeQuerier{values: map[string]pmodel.Value{"ok": pmodel.Vector{{Value: 0.01}}},
+			requests: map[string]float64{"stable": 1000, "canary": c.served}}
+		pm := &ProviderMeasurer{Embedded: q}
+		ms := pm.Measure(context.Background(), MeasureRequest{Rollout: canary(), Stable: "stable", Canary: "canary",
+			Kind: KindInline, Metric: embeddedMetric("ok", "result[0] < 0.05", ""), MinRequests: 50, Now: t0})
+		if ms.Phase != c.want {
+			t.Errorf("canary served %v of minRequests 50: %s (%s), want %s", c.served, ms.Phase, ms.Message, c.want)
+		}
+	}
+}

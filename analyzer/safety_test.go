@@ -458,4 +458,3 @@ func TestOperatorAbortIsNotTimedFromAMeasurement(t *testing.T) {
 		t.Fatalf("cause %q", d.st.AbortCause)
 	}
 }
-

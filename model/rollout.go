@@ -118,7 +118,10 @@ type AnalysisTemplate struct {
 	Metrics      []Metric // with {{args.X}} still unsubstituted
 	// DryRun lists metric names (or ".*" style regexes, as in Argo) measured but never deciding.
 	DryRun []string
-	Pos    Pos
+	// Templates are the templates this one includes (Argo v1.7 spec.templates): their
+	// metrics run with this one's.
+	Templates []TemplateRef
+	Pos       Pos
 }
 
 // Metric is one AnalysisTemplate metric, with Argo's meaning and defaults.

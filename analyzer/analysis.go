@@ -233,6 +233,9 @@ func (m *machine) assessRun(r *Run) {
 		if worst == "" || phaseRank(mr.Phase) > phaseRank(worst) {
 			worst = mr.Phase
 			worstMsg = fmt.Sprintf("metric %q assessed %s: %s", mr.Name, mr.Phase, mr.Message)
+			if n := len(mr.Measurements); n > 0 && mr.Measurements[n-1].Value != "" {
+				worstMsg += " (last value " + mr.Measurements[n-1].Value + ")"
+			}
 		}
 	}
 	switch {

@@ -71,6 +71,10 @@ func TestNaNAtZeroTrafficDecidesAndIsSaved(t *testing.T) {
 		t.Fatalf("measurement %+v", ms)
 	}
 	h.waitPlane(0)
+	// The event and the rollout's message say which value failed.
+	if !strings.Contains(st.Message, "last value [NaN]") {
+		t.Fatalf("message %q", st.Message)
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "rollout-app.json"))
 	if err != nil {
 		t.Fatal(err)

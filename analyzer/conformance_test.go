@@ -230,7 +230,7 @@ var conformance = []scenario{
 		})),
 		script: []op{answer(ans{"m": F}), waitAnswer(10*time.Second, ans{"m": S}), waitAnswer(10*time.Second, ans{"m": S}), wait(time.Hour), expectPending(0)},
 		phase:  PhaseHealthy, step: 3, weight: 100, runPhase: S, metrics: map[string]mwant{"m": {phase: S, count: 3, successful: 2, failed: 1, measured: 3}}},
-	{name: "count reached without consecutiveSuccessLimit, failureLimit -1: Failed",
+	{name: "count reached, consecutiveSuccessLimit not reached, failureLimit -1: Failed",
 		argo: "analysis/analysis.go assessMetricStatus (successApplicable only: Failed)",
 		rollout: inlineRollout(m1("m", func(m *model.Metric) {
 			m.Count, m.Interval, m.FailureLimit, m.ConsecutiveSuccessLimit = 4, 10*time.Second, -1, 3
@@ -238,7 +238,7 @@ var conformance = []scenario{
 		script: []op{answer(ans{"m": S}), waitAnswer(10*time.Second, ans{"m": F}), waitAnswer(10*time.Second, ans{"m": S}),
 			waitAnswer(10*time.Second, ans{"m": S})},
 		phase: PhaseDegraded, step: 1, weight: 0, runPhase: F, metrics: map[string]mwant{"m": {phase: F, count: 4, successful: 3, failed: 1, measured: 4}}},
-	{name: "count reached without consecutiveSuccessLimit, failureLimit not violated: Inconclusive",
+	{name: "count reached, consecutiveSuccessLimit not reached, failureLimit not violated: Inconclusive",
 		argo: "analysis/analysis.go assessMetricStatus (failureApplicable && successApplicable: Inconclusive)",
 		rollout: inlineRollout(m1("m", func(m *model.Metric) {
 			m.Count, m.Interval, m.FailureLimit, m.ConsecutiveSuccessLimit = 4, 10*time.Second, 1, 3

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,9 +62,13 @@ type Options struct {
 	Tick time.Duration
 }
 
-// Controller runs every rollout of a config: it steps the pure machine, persists each
-// decision before it takes effect, publishes snapshots to the data planes, takes
-// measurements and emits events. All methods are safe for concurrent use.
+// Controller runs every rollout of a config. Its decisions are serialized on one
+// goroutine (Run): it steps the pure machine, persists each decision before it takes
+// effect, hands snapshots to the publisher (which applies them to the data planes on its
+// own goroutine, retrying a refusal with backoff) and publishes a read view. Reads
+// (List, Get, Snapshot) only load that view: they never wait for the disk, a data plane
+// or a decision. Commands (Start, Promote, Abort, Retry, Reload) are decisions: Run
+// serves them and they return its outcome. All methods are safe for concurrent use.
 type Controller struct {
 	opts     Options
 	log      *zap.Logger
@@ -72,30 +77,89 @@ type Controller struct {
 	measurer Measurer
 	metrics  *metrics
 	hooks    *webhooks
+	pub      *publisher
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{}
+	reqs   chan request
 
-	mu       sync.Mutex
+	inboxMu sync.Mutex
+	inbox   map[string]*Inputs // measurement results and data-plane outcomes, by rollout
+
+	view  atomic.Pointer[readView]
+	ackTO atomic.Int64 // WaitApplied bound, nanoseconds
+
+	// Owned by the decision goroutine (Run), or by NewController before it.
 	cfg      *model.Config
 	states   map[string]*State
-	pending  map[string]*Inputs
-	snap     *model.Snapshot
-	version  uint64
-	sentGen  map[string]uint64 // rollout → Gen in the last published snapshot
+	pubGen   map[string]uint64 // rollout → Gen in the last snapshot handed to the publisher
 	dirty    bool              // config changed: publish even without a Gen change
-	failures map[string]int    // consecutive Save failures, for logs
+	snap     *model.Snapshot
+	unsaved  map[string]*saveRetry // rollouts whose in-memory state is not durable yet
+	saveErrs map[string]string     // last save error logged per rollout (logged once each)
 }
 
+// readView is what reads see: the statuses and snapshot of the last decision.
+type readView struct {
+	order    []string
+	statuses map[string]RolloutStatus
+	snap     *model.Snapshot
+}
+
+// request is a decision asked of the decision goroutine.
+type request struct {
+	f    func() error
+	done chan error
+}
+
+// saveRetry is a state that must still be saved, and when to try again.
+type saveRetry struct {
+	err     error
+	next    time.Time
+	backoff time.Duration
+}
+
+const (
+	saveRetryMin = 500 * time.Millisecond
+	saveRetryMax = 30 * time.Second
+)
+
+// ErrStopped is returned by commands once the controller has stopped.
+var ErrStopped = errors.New("rollout controller stopped")
+
+// PersistError is a decision that could not be saved durably. HTTPStatus makes the admin
+// API answer 503, so `sluice abort` and friends exit non-zero with the message.
+type PersistError struct {
+	Rollout string
+	// Applied: the decision took effect anyway (an abort reaches the data planes even
+	// when the disk fails); false: nothing changed.
+	Applied bool
+	Err     error
+}
+
+func (e *PersistError) Error() string {
+	if e.Applied {
+		return fmt.Sprintf("rollout %s: applied to the data planes (every request back to stable), but its state could not be saved: %v; Sluice keeps retrying the save", e.Rollout, e.Err)
+	}
+	return fmt.Sprintf("rollout %s: not applied: its state could not be saved: %v", e.Rollout, e.Err)
+}
+
+// Unwrap returns the storage error.
+func (e *PersistError) Unwrap() error { return e.Err }
+
+// HTTPStatus is 503 Service Unavailable.
+func (e *PersistError) HTTPStatus() int { return 503 }
+
 // NewController loads the persisted state of cfg's rollouts (a rollout whose stored
-// revision differs from the config starts a new release) and publishes nothing until
-// Run. cfg must be valid (config package).
+// revision differs from the config starts a new release) and publishes the first
+// snapshot; Run makes the decisions from then on. cfg must be valid (config package).
 func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 	c := &Controller{
 		opts: opts, log: opts.Logger, clock: opts.Clock, store: opts.Store,
-		wake: make(chan struct{}, 1), states: map[string]*State{}, pending: map[string]*Inputs{},
-		sentGen: map[string]uint64{}, failures: map[string]int{},
+		wake: make(chan struct{}, 1), reqs: make(chan request), states: map[string]*State{},
+		inbox: map[string]*Inputs{}, pubGen: map[string]uint64{}, unsaved: map[string]*saveRetry{},
+		saveErrs: map[string]string{},
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
@@ -136,6 +200,7 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 
 	loaded, err := c.store.Load()
 	if err != nil {
+		c.cancel()
 		return nil, fmt.Errorf("load rollout state: %w", err)
 	}
 	now := c.clock.Now()
@@ -166,18 +231,23 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 				Message: fmt.Sprintf("release %s started: stable %s, canary %s", r.Revision, st.Stable, st.Canary)})
 		}
 		if err := c.store.Save(&st); err != nil {
+			c.cancel()
 			return nil, fmt.Errorf("save rollout state: %w", err)
 		}
 		c.states[r.Name] = &st
+		c.metrics.setRollout(&st)
 	}
+	c.setAckTimeout(cfg)
+	c.pub = newPublisher(c.ctx, opts.DataPlanes, c.log, c.ackTimeout, c.clock, c.applied)
 	c.dirty = true
-	c.mu.Lock()
-	c.publishLocked()
-	c.mu.Unlock()
+	c.publish()
+	c.publishView()
 	return c, nil
 }
 
-// Run steps every rollout until ctx is done. It returns nil on cancellation.
+// Run makes the decisions until ctx is done: it steps every rollout when something
+// happened or a timer is due, and serves commands. It returns nil on cancellation; the
+// controller is stopped afterwards.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.cancel()
 	tick := c.opts.Tick
@@ -185,23 +255,28 @@ func (c *Controller) Run(ctx context.Context) error {
 		tick = time.Second
 	}
 	for {
-		c.mu.Lock()
-		c.tickLocked()
-		wait := tick
-		now := c.clock.Now()
-		for _, st := range c.states {
-			if w := NextWake(st); !w.IsZero() && w.Sub(now) < wait {
-				wait = max(w.Sub(now), 0)
-			}
-		}
-		c.mu.Unlock()
+		c.tick()
+		wait := c.nextWait(tick)
 		select {
 		case <-ctx.Done():
 			return nil
+		case req := <-c.reqs:
+			req.done <- req.f()
 		case <-c.wake:
 		case <-c.clock.After(wait):
 		}
 	}
+}
+
+// do runs f on the decision goroutine and returns its error.
+func (c *Controller) do(f func() error) error {
+	req := request{f: f, done: make(chan error, 1)}
+	select {
+	case c.reqs <- req:
+	case <-c.ctx.Done():
+		return ErrStopped
+	}
+	return <-req.done
 }
 
 func (c *Controller) poke() {
@@ -211,87 +286,194 @@ func (c *Controller) poke() {
 	}
 }
 
-func (c *Controller) tickLocked() {
+// nextWait is how long the loop may sleep: until the next timer of a rollout or the
+// next save retry, at most tick.
+func (c *Controller) nextWait(tick time.Duration) time.Duration {
+	wait := tick
+	now := c.clock.Now()
+	earlier := func(t time.Time) {
+		if !t.IsZero() && t.Sub(now) < wait {
+			wait = max(t.Sub(now), 0)
+		}
+	}
+	for _, st := range c.states {
+		earlier(NextWake(st))
+	}
+	for _, r := range c.unsaved {
+		earlier(r.next)
+	}
+	return wait
+}
+
+// deliver queues inputs for rollout name and wakes the loop.
+func (c *Controller) deliver(name string, f func(*Inputs)) {
+	c.inboxMu.Lock()
+	in := c.inbox[name]
+	if in == nil {
+		in = &Inputs{}
+		c.inbox[name] = in
+	}
+	f(in)
+	c.inboxMu.Unlock()
+	c.poke()
+}
+
+// takeInputs removes and returns rollout name's queued inputs.
+func (c *Controller) takeInputs(name string) Inputs {
+	c.inboxMu.Lock()
+	defer c.inboxMu.Unlock()
+	in := c.inbox[name]
+	delete(c.inbox, name)
+	if in == nil {
+		return Inputs{}
+	}
+	return *in
+}
+
+// requeue puts inputs back in front of what arrived since (a decision that could not
+// be saved is made again on the next tick).
+func (c *Controller) requeue(name string, in Inputs) {
+	c.inboxMu.Lock()
+	defer c.inboxMu.Unlock()
+	p := c.inbox[name]
+	if p == nil {
+		p = &Inputs{}
+		c.inbox[name] = p
+	}
+	p.Results = append(in.Results, p.Results...)
+	p.Applied = append(in.Applied, p.Applied...)
+}
+
+// tick steps every rollout with its queued inputs, retries saves that failed, publishes.
+func (c *Controller) tick() {
 	names := make([]string, 0, len(c.states))
 	for n := range c.states {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		in := c.pending[n]
-		delete(c.pending, n)
-		if in == nil {
-			in = &Inputs{}
-		}
-		c.stepLocked(n, *in)
+		_ = c.step(n, c.takeInputs(n))
 	}
-	c.publishLocked()
+	c.publish()
+	c.publishView()
 }
 
 // stateBytes marshals st without its UpdatedAt, to tell real changes apart.
 func stateBytes(st *State) []byte {
 	s := *st
 	s.UpdatedAt = time.Time{}
-	b, _ := json.Marshal(&s)
+	b, err := json.Marshal(&s)
+	if err != nil {
+		return []byte(err.Error()) // never equal to a good encoding: the state is saved and the error seen
+	}
 	return b
 }
 
-// stepLocked runs the machine for one rollout and persists the result before acting.
-func (c *Controller) stepLocked(name string, in Inputs) {
+// step runs the machine for one rollout and persists the result before acting on it.
+// When the save fails, a decision that is safe unsaved (an abort; measuring without
+// moving on) still takes effect and the save is retried with backoff; any other
+// decision is not made (its inputs wait for the next tick). Either way step returns a
+// *PersistError.
+func (c *Controller) step(name string, in Inputs) error {
 	r := c.cfg.Rollout(name)
 	old := c.states[name]
 	if r == nil || old == nil {
-		return
+		return fmt.Errorf("%w %q", ErrUnknownRollout, name)
 	}
 	now := c.clock.Now()
 	st, actions := Step(r, *old, now, in)
-	if !bytes.Equal(stateBytes(old), stateBytes(&st)) {
-		if err := c.store.Save(&st); err != nil {
-			// Not durable: nothing takes effect. Keep the inputs for the next try.
-			c.failures[name]++
-			c.log.Error("save rollout state; decision deferred", zap.String("rollout", name), zap.Error(err))
-			p := c.pendingFor(name)
-			p.Results = append(in.Results, p.Results...)
-			p.Applied = append(in.Applied, p.Applied...)
-			p.Commands = append(in.Commands, p.Commands...)
-			return
+	retry := c.unsaved[name]
+	safe := safeUnsaved(old, &st, in)
+	if retry != nil && now.Before(retry.next) {
+		// Backing off from a failed save: only a decision that is safe unsaved takes
+		// effect meanwhile.
+		if !safe {
+			c.requeue(name, in)
+			return &PersistError{Rollout: name, Err: retry.err}
 		}
-		c.failures[name] = 0
+		c.commit(r, old, &st, actions, in, now)
+		return &PersistError{Rollout: name, Applied: true, Err: retry.err}
 	}
-	c.states[name] = &st
+	if retry != nil || !bytes.Equal(stateBytes(old), stateBytes(&st)) {
+		if err := c.store.Save(&st); err != nil {
+			c.saveFailed(name, err, now)
+			if !safe {
+				c.requeue(name, in)
+				return &PersistError{Rollout: name, Err: err}
+			}
+			// Safe without the disk: nothing is promoted. Take it to the data planes
+			// now; keep retrying the save.
+			c.commit(r, old, &st, actions, in, now)
+			return &PersistError{Rollout: name, Applied: true, Err: err}
+		}
+		c.saved(name)
+	}
+	c.commit(r, old, &st, actions, in, now)
+	return nil
+}
+
+// safeUnsaved reports whether the decision from old to st may take effect before it is
+// saved: an abort (every request back to stable), or, without an operator command, a
+// decision that leaves the routing, the step and the pause as they were or safer
+// (measurements asked for and recorded, a pause for an inconclusive result). Anything
+// that moves the rollout forward waits for the disk.
+func safeUnsaved(old, st *State, in Inputs) bool {
+	if st.Aborted {
+		return true
+	}
+	return len(in.Commands) == 0 && !old.Aborted && st.Gen == old.Gen && st.Step == old.Step &&
+		st.Completed == old.Completed && st.Switched == old.Switched && (st.Paused || !old.Paused)
+}
+
+// commit makes st the rollout's state and carries out its actions.
+func (c *Controller) commit(r *model.Rollout, old, st *State, actions []Action, in Inputs, now time.Time) {
+	c.states[r.Name] = st
 	if old.AbortLatency == nil && st.AbortLatency != nil {
 		c.metrics.abortLatency.Observe(*st.AbortLatency)
-		c.log.Info("abort applied", zap.String("rollout", name), zap.Float64("latencySeconds", *st.AbortLatency))
+		c.log.Info("abort applied", zap.String("rollout", r.Name), zap.String("cause", st.AbortCause),
+			zap.Float64("latencySeconds", *st.AbortLatency))
 	}
-	c.countMeasurements(r, old, &st, in)
-	c.metrics.setRollout(&st)
+	for _, res := range in.Results {
+		c.metrics.measurements.WithLabelValues(r.Name, res.Metric, string(res.Measurement.Phase)).Inc()
+	}
+	c.metrics.setRollout(st)
 	for _, a := range actions {
 		switch a := a.(type) {
 		case *MeasureAction:
-			c.measure(r, &st, a, now)
+			c.measure(r, st, a, now)
+		case *TerminateAction:
+			c.terminate(r.Name, a.Run, a.Metrics)
 		case *Event:
 			c.emit(a)
 		}
 	}
 }
 
-func (c *Controller) countMeasurements(r *model.Rollout, old, st *State, in Inputs) {
-	for _, res := range in.Results {
-		run := st.run(res.Run)
-		if run == nil {
-			continue
-		}
-		c.metrics.measurements.WithLabelValues(r.Name, res.Metric, string(res.Measurement.Phase)).Inc()
+// saveFailed records a failed save: logged once per distinct error, retried with backoff.
+func (c *Controller) saveFailed(name string, err error, now time.Time) {
+	r := c.unsaved[name]
+	if r == nil {
+		r = &saveRetry{backoff: saveRetryMin}
+		c.unsaved[name] = r
+	} else {
+		r.backoff = min(r.backoff*2, saveRetryMax)
 	}
+	r.err = err
+	r.next = now.Add(r.backoff)
+	if c.saveErrs[name] != err.Error() {
+		c.saveErrs[name] = err.Error()
+		c.log.Error("cannot save rollout state: only aborts take effect until it is saved; retrying with backoff",
+			zap.String("rollout", name), zap.Error(err))
+	}
+	c.metrics.saveErrors.Inc()
 }
 
-func (c *Controller) pendingFor(name string) *Inputs {
-	p := c.pending[name]
-	if p == nil {
-		p = &Inputs{}
-		c.pending[name] = p
+func (c *Controller) saved(name string) {
+	if c.unsaved[name] != nil {
+		c.log.Info("rollout state saved again", zap.String("rollout", name))
 	}
-	return p
+	delete(c.unsaved, name)
+	delete(c.saveErrs, name)
 }
 
 func (c *Controller) minRequests(m model.Metric) int {
@@ -303,7 +485,7 @@ func (c *Controller) minRequests(m model.Metric) int {
 
 func (c *Controller) measure(r *model.Rollout, st *State, a *MeasureAction, now time.Time) {
 	req := MeasureRequest{Rollout: r, Stable: st.Stable, Canary: st.Canary, Run: a.Run, Kind: a.Kind,
-		Metric: a.Metric, MinRequests: c.minRequests(a.Metric), Now: now}
+		Metric: a.Metric, MinRequests: c.minRequests(a.Metric), Now: now, ProviderState: a.ProviderState}
 	if a.Metric.Provider.Judge != nil {
 		req.MinRequests = 0 // the judge has its own minimum samples
 	}
@@ -314,12 +496,38 @@ func (c *Controller) measure(r *model.Rollout, st *State, a *MeasureAction, now 
 		ms.FinishedAt = c.clock.Now()
 		c.log.Debug("measurement", zap.String("rollout", r.Name), zap.String("metric", a.Metric.Name),
 			zap.String("phase", string(ms.Phase)), zap.String("value", ms.Value), zap.String("message", ms.Message))
-		c.mu.Lock()
-		p := c.pendingFor(r.Name)
-		p.Results = append(p.Results, Result{Run: a.Run, Metric: a.Metric.Name, Measurement: ms})
-		c.mu.Unlock()
-		c.poke()
+		c.deliver(r.Name, func(in *Inputs) {
+			in.Results = append(in.Results, Result{Run: a.Run, Metric: a.Metric.Name, Measurement: ms})
+		})
 	}()
+}
+
+// Terminator is implemented by a Measurer that keeps state per metric of a run (judge
+// sessions): Terminate is called when the run ends, as Argo's runMeasurements terminates
+// a run's in-flight measurements through their provider.
+type Terminator interface {
+	Terminate(rollout string, run int, metrics []string)
+}
+
+func (c *Controller) terminate(rollout string, run int, metrics []string) {
+	if t, ok := c.measurer.(Terminator); ok {
+		t.Terminate(rollout, run, metrics)
+	}
+}
+
+// terminateLive ends the provider sessions of st's runs that are still live (a release
+// replaced by a new revision, or a rollout removed from the config).
+func (c *Controller) terminateLive(st *State) {
+	for _, r := range st.Runs {
+		if r.Done {
+			continue
+		}
+		names := make([]string, 0, len(r.Metrics))
+		for _, mr := range r.Metrics {
+			names = append(names, mr.Name)
+		}
+		c.terminate(st.Rollout, r.ID, names)
+	}
 }
 
 func (c *Controller) emit(e *Event) {
@@ -335,100 +543,79 @@ func (c *Controller) emit(e *Event) {
 	c.hooks.send(e)
 }
 
-func (c *Controller) ackTimeout() time.Duration {
+// ackTimeout bounds WaitApplied; the publisher reads it on its own goroutine.
+func (c *Controller) ackTimeout() time.Duration { return time.Duration(c.ackTO.Load()) }
+
+func (c *Controller) setAckTimeout(cfg *model.Config) {
+	d := 10 * time.Second
 	if c.opts.AckTimeout > 0 {
-		return c.opts.AckTimeout
+		d = c.opts.AckTimeout
+	} else if x := cfg.ControlPlane.XDS; x != nil && x.AckTimeout > 0 {
+		d = x.AckTimeout
 	}
-	if x := c.cfg.ControlPlane.XDS; x != nil && x.AckTimeout > 0 {
-		return x.AckTimeout
-	}
-	return 10 * time.Second
+	c.ackTO.Store(int64(d))
 }
 
-// publishLocked builds and applies a snapshot when some rollout wants new routing.
-func (c *Controller) publishLocked() {
-	changed := map[string]uint64{}
+// publish hands the publisher a new snapshot when some rollout wants new routing.
+func (c *Controller) publish() {
+	changed := false
 	for n, st := range c.states {
-		if c.sentGen[n] != st.Gen {
-			changed[n] = st.Gen
+		if c.pubGen[n] != st.Gen {
+			changed = true
 		}
 	}
-	if len(changed) == 0 && !c.dirty {
+	if !changed && !c.dirty {
 		return
 	}
 	c.dirty = false
-	c.version++
 	snap := BuildSnapshot(c.cfg, c.states)
-	snap.Version = c.version
 	c.snap = snap
 	gens := map[string]Applied{}
 	for n, st := range c.states {
-		c.sentGen[n] = st.Gen
+		c.pubGen[n] = st.Gen
 		gens[n] = Applied{Gen: st.Gen, Weight: st.SetWeight}
 	}
-	var applyErr error
-	for _, dp := range c.opts.DataPlanes {
-		if err := dp.Apply(snap); err != nil {
-			applyErr = errors.Join(applyErr, err)
-		}
+	c.pub.submit(snap, gens) // sets snap.Version
+}
+
+// applied is the publisher's report: the data planes applied (or refused) gens.
+func (c *Controller) applied(gens map[string]Applied) {
+	for n, a := range gens {
+		c.deliver(n, func(in *Inputs) { in.Applied = append(in.Applied, a) })
 	}
-	version := snap.Version
-	finish := func(err error) {
-		at := c.clock.Now()
-		c.mu.Lock()
-		for n, a := range gens {
-			if err != nil {
-				if _, ok := changed[n]; !ok {
-					continue // this snapshot changed nothing of n's
-				}
-				c.sentGen[n] = 0 // publish again: the next snapshot must carry it
-			}
-			a.Err, a.At = err, at
-			p := c.pendingFor(n)
-			p.Applied = append(p.Applied, a)
+}
+
+// publishView makes the current statuses and snapshot what reads return.
+func (c *Controller) publishView() {
+	v := &readView{statuses: make(map[string]RolloutStatus, len(c.states)), snap: c.snap}
+	for i := range c.cfg.Rollouts {
+		r := &c.cfg.Rollouts[i]
+		st := c.states[r.Name]
+		if st == nil {
+			continue
 		}
-		c.mu.Unlock()
-		c.poke()
-	}
-	if applyErr != nil {
-		c.log.Error("data plane refused snapshot", zap.Uint64("version", version), zap.Error(applyErr))
-		go finish(applyErr)
-		return
-	}
-	if len(c.opts.DataPlanes) == 0 {
-		go finish(nil)
-		return
-	}
-	timeout := c.ackTimeout()
-	go func() {
-		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		defer cancel()
-		var wg sync.WaitGroup
-		errs := make([]error, len(c.opts.DataPlanes))
-		for i, dp := range c.opts.DataPlanes {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = dp.WaitApplied(ctx, version)
-			}()
+		s := StatusOf(r, st)
+		if u := c.unsaved[r.Name]; u != nil {
+			s.PersistError = u.err.Error()
 		}
-		wg.Wait()
-		err := errors.Join(errs...)
-		if err != nil {
-			c.log.Error("snapshot not applied", zap.Uint64("version", version), zap.Error(err))
-		}
-		finish(err)
-	}()
+		v.order = append(v.order, r.Name)
+		v.statuses[r.Name] = s
+	}
+	c.view.Store(v)
 }
 
 // Reload switches to cfg, keeping the state of rollouts whose revision is unchanged. A
 // changed revision starts a new release (see doc.go); a removed rollout is forgotten.
+// Nothing changes when a new release's state cannot be saved.
 func (c *Controller) Reload(cfg *model.Config) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	return c.do(func() error { return c.reload(cfg) })
+}
+
+func (c *Controller) reload(cfg *model.Config) error {
 	now := c.clock.Now()
 	next := map[string]*State{}
 	var events []*Event
+	var replaced []*State
 	for i := range cfg.Rollouts {
 		r := &cfg.Rollouts[i]
 		prev := c.states[r.Name]
@@ -439,29 +626,36 @@ func (c *Controller) Reload(cfg *model.Config) error {
 		st := NewState(r, prev, now)
 		if prev != nil {
 			st.History = prev.History
+			replaced = append(replaced, prev)
 		}
 		if err := c.store.Save(&st); err != nil {
-			return fmt.Errorf("save rollout state: %w", err)
+			return fmt.Errorf("reload not applied: save rollout state of %s: %w", r.Name, err)
 		}
 		next[r.Name] = &st
 		events = append(events, &Event{Type: EventStarted, Rollout: r.Name, Revision: r.Revision, Time: now,
 			Message: fmt.Sprintf("release %s started: stable %s, canary %s", r.Revision, st.Stable, st.Canary)})
 	}
-	for n := range c.states {
+	for n, st := range c.states {
 		if next[n] == nil {
+			replaced = append(replaced, st)
 			c.metrics.forget(n)
-			delete(c.pending, n)
-			delete(c.sentGen, n)
+			c.takeInputs(n)
+			delete(c.pubGen, n)
+			delete(c.unsaved, n)
+			delete(c.saveErrs, n)
 		}
 	}
+	for _, st := range replaced {
+		c.terminateLive(st)
+	}
 	c.cfg = cfg
+	c.setAckTimeout(cfg)
 	c.states = next
 	c.dirty = true
 	for _, e := range events {
 		c.emit(e)
 	}
-	c.tickLocked()
-	c.poke()
+	c.tick()
 	return nil
 }
 
@@ -469,24 +663,22 @@ func (c *Controller) Reload(cfg *model.Config) error {
 var ErrUnknownRollout = errors.New("unknown rollout")
 
 func (c *Controller) command(name string, cmd CommandKind) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := c.states[name]
-	if st == nil {
-		return fmt.Errorf("%w %q", ErrUnknownRollout, name)
-	}
-	if err := CheckCommand(st, cmd); err != nil {
+	return c.do(func() error {
+		st := c.states[name]
+		if st == nil {
+			return fmt.Errorf("%w %q", ErrUnknownRollout, name)
+		}
+		if err := CheckCommand(st, cmd); err != nil {
+			return err
+		}
+		c.log.Info("operator command", zap.String("rollout", name), zap.String("command", string(cmd)))
+		in := c.takeInputs(name)
+		in.Commands = append(in.Commands, cmd)
+		err := c.step(name, in)
+		c.publish()
+		c.publishView()
 		return err
-	}
-	c.log.Info("operator command", zap.String("rollout", name), zap.String("command", string(cmd)))
-	p := c.pendingFor(name)
-	in := *p
-	delete(c.pending, name)
-	in.Commands = append(in.Commands, cmd)
-	c.stepLocked(name, in)
-	c.publishLocked()
-	c.poke()
-	return nil
+	})
 }
 
 // Start starts a new release of a completed or aborted rollout (after a completed one
@@ -502,41 +694,28 @@ func (c *Controller) Promote(name string, full bool) error {
 	return c.command(name, CmdPromote)
 }
 
-// Abort sends every request back to the stable at once.
+// Abort sends every request back to the stable at once. It takes effect even when the
+// state cannot be saved; the error then says so (a *PersistError with Applied set).
 func (c *Controller) Abort(name string) error { return c.command(name, CmdAbort) }
 
 // Retry restarts an aborted rollout from step 0.
 func (c *Controller) Retry(name string) error { return c.command(name, CmdRetry) }
 
 // Snapshot returns the current snapshot (do not modify it).
-func (c *Controller) Snapshot() *model.Snapshot {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.snap
-}
+func (c *Controller) Snapshot() *model.Snapshot { return c.view.Load().snap }
 
-// List returns the status of every rollout, by name.
+// List returns the status of every rollout, in config order. It never waits.
 func (c *Controller) List() []RolloutStatus {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]RolloutStatus, 0, len(c.cfg.Rollouts))
-	for i := range c.cfg.Rollouts {
-		r := &c.cfg.Rollouts[i]
-		if st := c.states[r.Name]; st != nil {
-			out = append(out, StatusOf(r, st))
-		}
+	v := c.view.Load()
+	out := make([]RolloutStatus, 0, len(v.order))
+	for _, n := range v.order {
+		out = append(out, v.statuses[n])
 	}
 	return out
 }
 
-// Get returns one rollout's status.
+// Get returns one rollout's status. It never waits.
 func (c *Controller) Get(name string) (RolloutStatus, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r := c.cfg.Rollout(name)
-	st := c.states[name]
-	if r == nil || st == nil {
-		return RolloutStatus{}, false
-	}
-	return StatusOf(r, st), true
+	s, ok := c.view.Load().statuses[name]
+	return s, ok
 }

@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -171,6 +172,15 @@ func (h *harness) waitStatus(msg string, ok func(RolloutStatus) bool) RolloutSta
 	return st
 }
 
+// waitPlane waits until the data plane was handed canary weight w (the publisher
+// applies snapshots on its own goroutine).
+func (h *harness) waitPlane(w int) {
+	h.t.Helper()
+	testenv.WaitFor(h.t, 5*time.Second, fmt.Sprintf("data plane canary weight %d", w), func() bool {
+		return h.plane.canaryWeight() == w
+	})
+}
+
 func at(phase Phase, step, weight int) func(RolloutStatus) bool {
 	return func(s RolloutStatus) bool {
 		return s.Phase == phase && s.Step == step && s.SetWeight == weight && s.ActualWeight == weight
@@ -185,16 +195,12 @@ func TestControllerWalksStepsToHealthy(t *testing.T) {
 	h.waitStatus("first measurement", func(s RolloutStatus) bool {
 		return s.Step == 1 && len(s.AnalysisRuns) == 1 && s.AnalysisRuns[0].Metrics[0].Count == 1
 	})
-	if w := h.plane.canaryWeight(); w != 20 {
-		t.Fatalf("data plane canary weight %d", w)
-	}
+	h.waitPlane(20)
 	clock.Advance(10 * time.Second)
 	h.waitStatus("paused after analysis", at(PhasePaused, 2, 20))
 	clock.Advance(time.Minute)
 	st := h.waitStatus("healthy", at(PhaseHealthy, 4, 100))
-	if w := h.plane.canaryWeight(); w != 100 {
-		t.Fatalf("data plane canary weight %d", w)
-	}
+	h.waitPlane(100)
 	snap := h.c.Snapshot()
 	rt := snap.Listeners[0].Routes[0]
 	if rt.Rollout != "app" || rt.InternalCluster != "" || snap.Listeners[0].Routes[1].Rollout != "" {
@@ -235,9 +241,7 @@ func TestControllerAbortsOnFailedAnalysis(t *testing.T) {
 	if st.Phase != PhaseDegraded || !strings.Contains(st.Message, "errors") {
 		t.Fatalf("%+v", st)
 	}
-	if w := h.plane.canaryWeight(); w != 0 {
-		t.Fatalf("data plane weight %d", w)
-	}
+	h.waitPlane(0)
 	if n := testutil.CollectAndCount(h.c.metrics.abortLatency); n != 1 {
 		t.Fatalf("histogram series %d", n)
 	}
@@ -287,9 +291,7 @@ func TestControllerRestartResumesInProcess(t *testing.T) {
 	if st.PauseEndsAt == nil || !st.PauseEndsAt.Equal(t0.Add(10*time.Minute)) {
 		t.Fatalf("pause deadline %v", st.PauseEndsAt)
 	}
-	if w := h2.plane.canaryWeight(); w != 30 {
-		t.Fatalf("restart applied weight %d", w)
-	}
+	h2.waitPlane(30)
 	clock.Advance(5 * time.Minute)
 	h2.waitStatus("healthy", at(PhaseHealthy, 3, 100))
 

@@ -1,6 +1,9 @@
 package analyzer
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/sluice-mesh/sluice/model"
 )
 
@@ -10,7 +13,7 @@ func StatusOf(r *model.Rollout, st *State) RolloutStatus {
 		Name: r.Name, Strategy: string(r.Strategy), Revision: st.Revision, Phase: st.Phase,
 		Step: st.Step, SetWeight: st.SetWeight, ActualWeight: max(st.ActualWeight, 0),
 		Message: st.Message, Aborted: st.Aborted, StableService: st.Stable, CanaryService: st.Canary,
-		AbortLatencySeconds: st.AbortLatency, UpdatedAt: st.UpdatedAt,
+		AbortLatencySeconds: st.AbortLatency, AbortCause: st.AbortCause, UpdatedAt: st.UpdatedAt,
 		History:      append([]WeightPoint{}, st.History...),
 		AnalysisRuns: []AnalysisRunStatus{},
 	}
@@ -19,6 +22,7 @@ func StatusOf(r *model.Rollout, st *State) RolloutStatus {
 	} else {
 		s.Steps = 1 // blue/green: step 0 is the preview, step 1 the switch
 	}
+	s.StepList = stepList(r, st)
 	if st.PauseUntil != nil {
 		t := *st.PauseUntil
 		s.PauseEndsAt = &t
@@ -50,4 +54,56 @@ func StatusOf(r *model.Rollout, st *State) RolloutStatus {
 		s.AnalysisRuns = append(s.AnalysisRuns, rs)
 	}
 	return s
+}
+
+// stepList describes r's steps with st's progress: done before st.Step, current at it.
+func stepList(r *model.Rollout, st *State) []StepStatus {
+	var out []StepStatus
+	add := func(kind, text string) {
+		i := len(out)
+		state := "pending"
+		switch {
+		case i < st.Step || st.Completed:
+			state = "done"
+		case i == st.Step:
+			state = "current"
+		}
+		out = append(out, StepStatus{Index: i, Kind: kind, Text: text, State: state})
+	}
+	if r.BlueGreen != nil {
+		add("preview", "preview "+st.Canary)
+		add("switch", "switch to "+st.Canary)
+		return out
+	}
+	if r.Canary == nil {
+		return []StepStatus{}
+	}
+	for _, s := range r.Canary.Steps {
+		switch {
+		case s.Ignored:
+			add("ignored", "skipped (Kubernetes-only)")
+		case s.SetWeight != nil:
+			add("setWeight", fmt.Sprintf("setWeight %d", *s.SetWeight))
+		case s.Pause != nil && s.Pause.Duration == nil:
+			add("pause", "pause until promoted")
+		case s.Pause != nil:
+			add("pause", "pause "+s.Pause.Duration.String())
+		case s.Analysis != nil:
+			var names []string
+			for _, t := range s.Analysis.Templates {
+				names = append(names, t.Name)
+			}
+			add("analysis", "analysis "+strings.Join(names, ", "))
+		case s.SetHeaderRoute != nil:
+			add("setHeaderRoute", "setHeaderRoute "+s.SetHeaderRoute.Name)
+		case s.SetMirrorRoute != nil:
+			add("setMirrorRoute", "setMirrorRoute "+s.SetMirrorRoute.Name)
+		default:
+			add("empty", "empty step")
+		}
+	}
+	if out == nil {
+		out = []StepStatus{}
+	}
+	return out
 }

@@ -5,13 +5,33 @@
 // # Structure
 //
 // Step is a pure function over (rollout spec, State, now, Inputs) returning the next
-// State and Actions (measurements to take, events to emit); it never does I/O, so tests
-// drive it tick by tick with an injected clock. The Controller is the I/O around it: it
-// persists every changed State (Store; FileStore writes a temp file, fsyncs, renames and
-// fsyncs the directory) BEFORE the decision takes effect, builds the Snapshot
-// (BuildSnapshot), applies it to every DataPlane and feeds WaitApplied's outcome back as
-// Applied. A step's weight counts as reached only when every data plane applied it; an
-// error (xDS NACK, ACK timeout) aborts the rollout with the data plane's message.
+// State and Actions (measurements to take, runs to terminate, events to emit); it never
+// does I/O, so tests drive it tick by tick with an injected clock. It is split as Argo
+// splits its controller: machine.go (inputs, actions, the shared outcome helpers: a
+// failed run → event + abort, an inconclusive run → pause written once), canary.go,
+// bluegreen.go, analysis.go (Argo's analysis/analysis.go: scheduling, recording,
+// assessing) and commands.go.
+//
+// The Controller is the I/O around it. Its decisions (ticks, results, commands,
+// reloads) are made on one goroutine (Run): each persists the changed State (Store;
+// FileStore writes a temp file, fsyncs, renames and fsyncs the directory) BEFORE the
+// decision takes effect, then hands the Snapshot (BuildSnapshot) to the publisher, which
+// applies it to every DataPlane on its own goroutine and feeds WaitApplied's outcome
+// back as Applied. Reads (List, Get, Snapshot) load an atomically published view and
+// never wait for the disk, a data plane or a decision. A step's weight counts as reached
+// only when every data plane applied it; a refusal (xDS NACK, ACK timeout, a listener
+// that cannot bind) aborts the rollout with the data plane's message, and the publisher
+// retries the refused routing with exponential backoff, logging each distinct error once.
+//
+// When a State cannot be saved, only decisions that are safe unsaved take effect (an
+// abort — weight 0, header and mirror routes removed — or measuring without moving on);
+// nothing is promoted, the save is retried with backoff (logged once per distinct error,
+// counted in sluice_rollout_state_save_errors_total, shown as persistError in the
+// status) and operator commands return a *PersistError (HTTP 503).
+//
+// State carries a schema version (SchemaVersion); older files load (MigrateState).
+// Floats NaN and ±Inf are written as the strings "NaN", "+Inf", "-Inf" in State, status
+// JSON and the web view, so no value a provider returns can stop a save.
 //
 // # Lifecycle of a release (no Kubernetes)
 //
@@ -41,18 +61,24 @@
 //
 // # Analysis
 //
-// Argo's semantics: each metric measures after initialDelay, then every interval; count
-// (no interval and no count: one measurement; interval without count: until the run
-// stops). Successful, Failed and Inconclusive measurements count; Error measurements do
-// not count toward count, are retried after ErrorRetryInterval (10 s) and end the metric
-// as Error after more than consecutiveErrorLimit in a row. More Failed than failureLimit
-// (-1: never) fails the metric; more Inconclusive than inconclusiveLimit makes it
-// Inconclusive. A run stops at its first Failed, Error or Inconclusive non-dry-run metric;
-// dry-run metrics are measured and shown but never decide. Failed or Error aborts the
-// rollout; Inconclusive pauses it until promote (continue) or abort.
+// Argo's semantics (analysis.go): each metric measures after initialDelay, then every
+// interval; count (no interval and no count: one measurement; interval without count:
+// until the run stops). Successful, Failed and Inconclusive measurements count; Error
+// measurements do not count toward count, are retried after ErrorRetryInterval (10 s)
+// and end the metric as Error after more than consecutiveErrorLimit in a row. More
+// Failed than failureLimit (-1: never) fails the metric; more Inconclusive than
+// inconclusiveLimit makes it Inconclusive; consecutiveSuccessLimit successes in a row
+// pass it. A run is assessed once every measurement it asked for is back (siblings of
+// the deciding measurement are recorded); it ends at its first Failed, Error or
+// Inconclusive metric that is not dry-run (the worst wins), and Successful once every
+// metric, dry-run ones included, completed. Metrics still measuring when their run ends
+// are Terminated, and their providers are told (TerminateAction). Failed or Error
+// aborts the rollout; Inconclusive pauses it until promote (continue) or abort.
 //
-// No data is never a pass: an empty vector, NaN or null is Inconclusive unless the
-// condition handles it itself (internal/condition). Before a prometheus measurement
+// Conditions are evaluated as Argo's expr does (NaN < 0.5 is false; indexing an empty
+// result is an Error). No data is never a pass: a measurement of no data (an empty
+// vector, NaN, null) that the conditions would pass without handling it themselves is
+// Inconclusive (internal/condition). Before a prometheus measurement
 // counts, each compared cluster must have served MinRequests requests (metric's
 // minRequests, else ControlPlane.MinRequests) in the metric's window
 // (RequestsQuery); otherwise the measurement is LowTraffic: shown, not counted, and the
@@ -66,10 +92,13 @@
 // Providers (ProviderMeasurer): prometheus without an address is evaluated by
 // Options.Embedded (the in-process store), with an address through the server's HTTP API
 // (provider.Remote: per-query timeout, headers, basic/bearer auth read from file or env
-// at query time and never logged); web fetches JSON and picks a value with jsonPath; the
-// judge runs analyzer/judge sessions (Options.Judge, e.g. NewJudgeFactory(routerRegistry);
-// nil: judge metrics are Error). Vector results are []float64, scalars float64. Any
-// provider failure (unreachable, timeout, HTTP error) is Error, never Successful.
+// at query time and never logged); web fetches the URL and evaluates the value at
+// jsonPath (several matches: the first), or the body as a string when it is not JSON,
+// as Argo's web provider does; the judge runs analyzer/judge sessions (Options.Judge,
+// e.g. NewJudgeFactory(routerRegistry); nil: judge metrics are Error), whose state is
+// kept per metric of a run in State (MetricRun.ProviderState) and which end with their
+// run (Terminator). Vector results are []float64, scalars float64. Any provider failure
+// (unreachable, timeout, HTTP error) is Error, never Successful.
 //
 // Observability: events (started, stepCompleted, paused, resumed, aborted, promoted,
 // analysisFailed) are logged, counted in sluice_rollout_events_total and POSTed as JSON

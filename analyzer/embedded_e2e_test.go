@@ -89,22 +89,26 @@ func embeddedRun(t *testing.T, canaryPerSec int, errRatio float64, seconds int, 
 	return st
 }
 
+// inFlight reports whether the controller has inputs queued or a measurement on its way
+// (asked of the decision goroutine, so the answer is consistent).
 func inFlight(c *Controller) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.pending) > 0 {
-		return true
-	}
-	for _, st := range c.states {
-		for _, r := range st.Runs {
-			for _, m := range r.Metrics {
-				if m.InFlight {
-					return true
+	busy := true
+	if err := c.do(func() error {
+		c.inboxMu.Lock()
+		busy = len(c.inbox) > 0
+		c.inboxMu.Unlock()
+		for _, st := range c.states {
+			for _, r := range st.Runs {
+				for _, m := range r.Metrics {
+					busy = busy || m.InFlight
 				}
 			}
 		}
+		return nil
+	}); err != nil {
+		return true
 	}
-	return false
+	return busy
 }
 
 func TestEmbeddedHealthyCanaryWalksToHealthy(t *testing.T) {
@@ -128,8 +132,10 @@ func TestEmbeddedFailingCanaryAbortsAtFirstMeasurement(t *testing.T) {
 	if mt.Failed != 1 || mt.Count != 1 || len(mt.Measurements) != 1 || mt.Measurements[0].Values[0] < 0.04 {
 		t.Fatalf("aborted after %+v", mt)
 	}
-	if *st.AbortLatencySeconds > 1 {
-		t.Fatalf("abort latency %v s", *st.AbortLatencySeconds)
+	// Ordering only (no time limit here: figures belong in bench/): the zero weight was
+	// applied after the failing measurement finished.
+	if *st.AbortLatencySeconds < 0 || st.AbortCause != AbortByAnalysis {
+		t.Fatalf("abort latency %v s, cause %q", *st.AbortLatencySeconds, st.AbortCause)
 	}
 }
 

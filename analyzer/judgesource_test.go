@@ -40,7 +40,7 @@ func TestJudgeOverRouterSeries(t *testing.T) {
 			second()
 			f := NewJudgeFactory(reg)
 			m := model.Metric{Name: "judge", Provider: model.Provider{Judge: &model.JudgeProvider{Signal: "errors"}}}
-			s, err := f(m, "stable", "canary")
+			s, err := f(m, "stable", "canary", nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -2,6 +2,7 @@ package analyzer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -28,6 +29,9 @@ type MeasureRequest struct {
 	// MinRequests is the effective minimum request count per compared cluster (0: none).
 	MinRequests int
 	Now         time.Time
+	// ProviderState is what the provider saved for this metric of this run (see
+	// MetricRun.ProviderState); a provider resumes from it after a restart.
+	ProviderState json.RawMessage
 }
 
 // Measurer takes one measurement. It must return within the metric's timeout and never
@@ -37,13 +41,19 @@ type Measurer interface {
 }
 
 // JudgeSession is one running sequential test (analyzer/judge) for one metric of one
-// analysis run. Update returns Running until it decides.
+// analysis run. Update returns Running until it decides. Save returns the session's
+// state for State (MetricRun.ProviderState), from which the factory restores it after a
+// restart; Terminate ends it (its run ended, decided or not).
 type JudgeSession interface {
 	Update(ctx context.Context, now time.Time) Measurement
+	Save() (json.RawMessage, error)
+	Terminate()
 }
 
-// JudgeFactory starts a judge session for metric m comparing baseline and canary.
-type JudgeFactory func(m model.Metric, baseline, canary string) (JudgeSession, error)
+// JudgeFactory starts a judge session for metric m comparing baseline and canary;
+// restore, when not empty, is what an earlier session of the same metric and run saved
+// (Sluice restarted in between).
+type JudgeFactory func(m model.Metric, baseline, canary string, restore json.RawMessage) (JudgeSession, error)
 
 // RequestsQuery is the PromQL that counts a cluster's requests over a window, used for
 // the minimum request count; %[1]s is the cluster, %[2]s the window. Internal and warm-up
@@ -126,16 +136,12 @@ func (p *ProviderMeasurer) Measure(ctx context.Context, req MeasureRequest) (out
 		}
 		return ms
 	case m.Provider.Web != nil:
-		v, err := provider.Web(ctx, p.HTTP, m.Provider.Web)
+		v, text, err := provider.Web(ctx, p.HTTP, m.Provider.Web)
 		if err != nil {
 			return errorMeasurement(start, "%v", err)
 		}
-		noData := v == nil
-		if f, ok := v.(float64); ok && math.IsNaN(f) {
-			noData = true
-		}
-		ms := evaluate(m, v, noData)
-		ms.Value, ms.StartedAt = fmt.Sprint(v), start
+		ms := evaluate(m, v, provider.IsNoData(v))
+		ms.Value, ms.StartedAt = text, start
 		if f, ok := v.(float64); ok {
 			ms.Values = []float64{f}
 		}
@@ -268,8 +274,12 @@ func compiled(src string) (*condition.Condition, error) {
 	return c, nil
 }
 
-// evaluate applies the metric's conditions to result with Argo's rules. No data (an
-// empty vector, NaN, null) is Inconclusive unless a condition handles it itself.
+// evaluate applies the metric's conditions to result exactly as Argo's
+// evaluate.EvaluateResult does, with expr's semantics for every value (NaN < 0.5 is
+// false, so NaN with only a successCondition is Failed; indexing an empty result is an
+// Error). One deliberate difference: no data is never a pass. When the result is no
+// data (empty, null, or all NaN) and the conditions would make it Successful without
+// handling that case themselves (len, isNaN, isNil, default), it is Inconclusive.
 func evaluate(m model.Metric, result any, noData bool) Measurement {
 	succ, err := compiled(m.SuccessCondition)
 	if err != nil {
@@ -278,9 +288,6 @@ func evaluate(m model.Metric, result any, noData bool) Measurement {
 	fail, err := compiled(m.FailureCondition)
 	if err != nil {
 		return Measurement{Phase: MeasurementError, Message: "failureCondition: " + err.Error()}
-	}
-	if noData && !succ.HandlesNoData() && !fail.HandlesNoData() {
-		return Measurement{Phase: MeasurementInconclusive, Message: "no data (empty result or NaN); not a pass"}
 	}
 	phase, err := condition.Evaluate(succ, fail, result)
 	if err != nil {
@@ -292,6 +299,10 @@ func evaluate(m model.Metric, result any, noData bool) Measurement {
 	}
 	if m.FailureCondition != "" {
 		why = append(why, "failureCondition "+m.FailureCondition)
+	}
+	if phase == condition.Successful && noData && !succ.HandlesNoData() && !fail.HandlesNoData() {
+		return Measurement{Phase: MeasurementInconclusive,
+			Message: "no data (empty result or NaN) would pass " + strings.Join(why, ", ") + "; Sluice never passes on no data"}
 	}
 	msg := string(phase)
 	if len(why) > 0 {
@@ -312,12 +323,12 @@ func (p *ProviderMeasurer) judge(ctx context.Context, req MeasureRequest) Measur
 	if j.Canary != "" {
 		can = j.Canary
 	}
-	key := fmt.Sprintf("%s/%d/%s", req.Rollout.Name, req.Run, req.Metric.Name)
+	key := judgeKey(req.Rollout.Name, req.Run, req.Metric.Name)
 	p.mu.Lock()
 	s, ok := p.judges[key]
 	if !ok {
 		var err error
-		s, err = p.Judge(req.Metric, base, can)
+		s, err = p.Judge(req.Metric, base, can, req.ProviderState)
 		if err != nil {
 			p.mu.Unlock()
 			return errorMeasurement(req.Now, "judge: %v", err)
@@ -329,10 +340,39 @@ func (p *ProviderMeasurer) judge(ctx context.Context, req MeasureRequest) Measur
 	}
 	p.mu.Unlock()
 	ms := s.Update(ctx, req.Now)
+	if saved, err := s.Save(); err == nil && len(saved) > 0 {
+		ms.ProviderState = saved
+	}
 	if ms.Phase.completed() {
-		p.mu.Lock()
-		delete(p.judges, key)
-		p.mu.Unlock()
+		p.Terminate(req.Rollout.Name, req.Run, []string{req.Metric.Name})
 	}
 	return ms
+}
+
+func judgeKey(rollout string, run int, metric string) string {
+	return fmt.Sprintf("%s/%d/%s", rollout, run, metric)
+}
+
+// Terminate ends the judge sessions of the given metrics of a run (Terminator).
+func (p *ProviderMeasurer) Terminate(rollout string, run int, metrics []string) {
+	p.mu.Lock()
+	var ended []JudgeSession
+	for _, m := range metrics {
+		k := judgeKey(rollout, run, m)
+		if s, ok := p.judges[k]; ok {
+			ended = append(ended, s)
+			delete(p.judges, k)
+		}
+	}
+	p.mu.Unlock()
+	for _, s := range ended {
+		s.Terminate()
+	}
+}
+
+// sessions is the number of live judge sessions (tests).
+func (p *ProviderMeasurer) sessions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.judges)
 }

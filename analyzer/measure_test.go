@@ -2,7 +2,9 @@ package analyzer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -70,8 +72,13 @@ func TestProviderMeasurerEmbedded(t *testing.T) {
 		{"failed", embeddedMetric("bad", "result[0] < 0.05", ""), 20, MeasurementFailed},
 		{"between conditions", embeddedMetric("mid", "result[0] < 0.05", "result[0] > 0.1"), 0, MeasurementInconclusive},
 		{"failure only", embeddedMetric("bad", "", "result[0] > 0.1"), 0, MeasurementFailed},
-		{"empty is no data", embeddedMetric("empty", "result[0] < 0.05", ""), 0, MeasurementInconclusive},
-		{"NaN is no data", embeddedMetric("nan", "result[0] < 0.05", ""), 0, MeasurementInconclusive},
+		// Argo's expr semantics: indexing an empty result is an Error; NaN < 0.05 is false.
+		{"empty indexed: Error", embeddedMetric("empty", "result[0] < 0.05", ""), 0, MeasurementError},
+		{"NaN fails a success condition", embeddedMetric("nan", "result[0] < 0.05", ""), 0, MeasurementFailed},
+		// Sluice's one difference: what would pass on no data is Inconclusive.
+		{"NaN would pass a failure condition", embeddedMetric("nan", "", "result[0] > 0.1"), 0, MeasurementInconclusive},
+		{"empty would pass all()", embeddedMetric("empty", "all(result, {# < 0.05})", ""), 0, MeasurementInconclusive},
+		{"NaN handled by the condition", embeddedMetric("nan", "isNaN(result[0]) || result[0] < 0.05", ""), 0, MeasurementSuccessful},
 		{"guarded empty", embeddedMetric("empty", "len(result) == 0 || result[0] < 0.05", ""), 0, MeasurementSuccessful},
 		{"scalar", embeddedMetric("sc", "result == 2", ""), 0, MeasurementSuccessful},
 		{"low canary traffic", embeddedMetric("ok", "result[0] < 0.05", ""), 100, MeasurementLowTraffic},
@@ -109,7 +116,17 @@ func TestProviderMeasurerEmbedded(t *testing.T) {
 	}
 }
 
-type fakeJudge struct{ calls int }
+type fakeJudge struct {
+	calls      int
+	terminated bool
+	restored   json.RawMessage
+}
+
+func (f *fakeJudge) Save() (json.RawMessage, error) {
+	return json.RawMessage(fmt.Sprintf(`{"calls":%d}`, f.calls)), nil
+}
+
+func (f *fakeJudge) Terminate() { f.terminated = true }
 
 func (f *fakeJudge) Update(ctx context.Context, now time.Time) Measurement {
 	f.calls++
@@ -121,18 +138,60 @@ func (f *fakeJudge) Update(ctx context.Context, now time.Time) Measurement {
 
 func TestProviderMeasurerJudgeSessionPerRun(t *testing.T) {
 	var created []string
-	fj := &fakeJudge{}
-	pm := &ProviderMeasurer{Judge: func(m model.Metric, base, can string) (JudgeSession, error) {
+	var judges []*fakeJudge
+	pm := &ProviderMeasurer{Judge: func(m model.Metric, base, can string, restore json.RawMessage) (JudgeSession, error) {
 		created = append(created, base+"/"+can)
+		fj := &fakeJudge{restored: restore}
+		judges = append(judges, fj)
 		return fj, nil
 	}}
 	m := model.Metric{Name: "j", Provider: model.Provider{Judge: &model.JudgeProvider{Signal: "errors"}}}
 	r := MeasureRequest{Rollout: canary(), Stable: "stable", Canary: "canary", Run: 1, Metric: m, Now: t0}
 	var phases []MeasurementPhase
+	var saved []string
 	for i := 0; i < 3; i++ {
-		phases = append(phases, pm.Measure(context.Background(), r).Phase)
+		ms := pm.Measure(context.Background(), r)
+		phases = append(phases, ms.Phase)
+		saved = append(saved, string(ms.ProviderState))
 	}
 	if len(created) != 1 || created[0] != "stable/canary" || phases[0] != MeasurementRunning || phases[2] != MeasurementSuccessful {
 		t.Fatalf("created %v phases %v", created, phases)
+	}
+	// Every measurement carries the session's state for State; a decided session ends.
+	if saved[0] != `{"calls":1}` || saved[2] != `{"calls":3}` || !judges[0].terminated || pm.sessions() != 0 {
+		t.Fatalf("saved %v terminated %v sessions %d", saved, judges[0].terminated, pm.sessions())
+	}
+
+	// A run that ends while its judge is still running terminates the session
+	// (Terminator), and a session of a restarted Sluice gets the saved state back.
+	r.Run = 2
+	r.ProviderState = json.RawMessage(`{"calls":7}`)
+	if ms := pm.Measure(context.Background(), r); ms.Phase != MeasurementRunning {
+		t.Fatalf("%+v", ms)
+	}
+	if string(judges[1].restored) != `{"calls":7}` || pm.sessions() != 1 {
+		t.Fatalf("restore %s sessions %d", judges[1].restored, pm.sessions())
+	}
+	pm.Terminate("app", 2, []string{"j"})
+	if !judges[1].terminated || pm.sessions() != 0 {
+		t.Fatal("session not terminated with its run")
+	}
+}
+
+// TestMinRequestsBoundary: a cluster that served exactly minRequests requests in the
+// window counts; one fewer is LowTraffic.
+func TestMinRequestsBoundary(t *testing.T) {
+	for _, c := range []struct {
+		served float64
+		want   MeasurementPhase
+	}{{49, MeasurementLowTraffic}, {50, MeasurementSuccessful}, {51, MeasurementSuccessful}} {
+		q := &fakeQuerier{values: map[string]pmodel.Value{"ok": pmodel.Vector{{Value: 0.01}}},
+			requests: map[string]float64{"stable": 1000, "canary": c.served}}
+		pm := &ProviderMeasurer{Embedded: q}
+		ms := pm.Measure(context.Background(), MeasureRequest{Rollout: canary(), Stable: "stable", Canary: "canary",
+			Kind: KindInline, Metric: embeddedMetric("ok", "result[0] < 0.05", ""), MinRequests: 50, Now: t0})
+		if ms.Phase != c.want {
+			t.Errorf("canary served %v of minRequests 50: %s (%s), want %s", c.served, ms.Phase, ms.Message, c.want)
+		}
 	}
 }

@@ -11,6 +11,7 @@ type metrics struct {
 	measurements *prometheus.CounterVec
 	events       *prometheus.CounterVec
 	abortLatency prometheus.Histogram
+	saveErrors   prometheus.Counter
 }
 
 var allPhases = []Phase{PhaseProgressing, PhasePaused, PhaseHealthy, PhaseDegraded}
@@ -34,9 +35,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From the measurement (or command) causing an abort to the zero canary weight applied by every data plane.",
 			Buckets: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
 		}),
+		saveErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_rollout_state_save_errors_total",
+			Help: "Failed saves of rollout state (while failing, only aborts take effect).",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency} {
+		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency, m.saveErrors} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

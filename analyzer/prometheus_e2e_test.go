@@ -61,9 +61,14 @@ func TestRemotePrometheusProvider(t *testing.T) {
 	if ms = measure("result[0] < 0.05 && isNaN(result[0]) == false", 0); ms.Phase != MeasurementFailed {
 		t.Fatalf("%+v", ms)
 	}
-	// A query with no series is no data: Inconclusive, never a pass.
+	// A query with no series is no data: indexing it is an Error (as in Argo), and a
+	// condition that would pass on it is Inconclusive, never a pass.
 	m := model.Metric{Name: "none", SuccessCondition: "result[0] < 0.05",
 		Provider: model.Provider{Prometheus: &model.PrometheusProvider{Address: prom.URL, Query: "does_not_exist"}}}
+	if ms = pm.Measure(context.Background(), MeasureRequest{Rollout: ro, Stable: "stable", Canary: "canary", Metric: m, Now: time.Now()}); ms.Phase != MeasurementError {
+		t.Fatalf("no data indexed: %+v", ms)
+	}
+	m.SuccessCondition = "all(result, {# < 0.05})"
 	if ms = pm.Measure(context.Background(), MeasureRequest{Rollout: ro, Stable: "stable", Canary: "canary", Metric: m, Now: time.Now()}); ms.Phase != MeasurementInconclusive {
 		t.Fatalf("no data: %+v", ms)
 	}

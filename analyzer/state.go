@@ -1,14 +1,24 @@
 package analyzer
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/sluice-mesh/sluice/model"
 )
 
+// SchemaVersion is the version of State's JSON form that this build writes. A file
+// without a version (written before versioning, schema 0) still loads: MigrateState
+// fills what it lacks. A file from a newer build is refused rather than misread.
+const SchemaVersion = 1
+
 // State is the persisted state of one rollout: everything the pure machine (Step) needs
-// to continue after a restart. It is plain data and round-trips through JSON.
+// to continue after a restart. It is plain data and round-trips through JSON; floats
+// that JSON cannot hold (NaN, ±Inf) are written as the strings "NaN", "+Inf", "-Inf".
 type State struct {
+	// Schema is the SchemaVersion the state was written with (0: before versioning).
+	Schema   int    `json:"schemaVersion"`
 	Rollout  string `json:"rollout"`
 	Revision string `json:"revision"`
 	// Stable and Canary are the effective roles of this release. They start as the
@@ -42,10 +52,13 @@ type State struct {
 	Aborted bool `json:"aborted"`
 	// Completed: every step done (or promoted --full) and the canary serves 100%.
 	Completed bool `json:"completed"`
-	// AbortCauseAt is when the measurement (or command, or data-plane error) that caused
-	// the abort finished; AbortLatency is the time from it to the zero weight applied.
+	// AbortCauseAt is when the measurement that caused the abort finished (a data-plane
+	// error: when it was reported; an operator's abort: when the command arrived).
+	// AbortLatency is the time from it to the zero weight applied.
 	AbortCauseAt *time.Time `json:"abortCauseAt,omitempty"`
-	AbortLatency *float64   `json:"abortLatencySeconds,omitempty"`
+	// AbortCause says what aborted: analysis, operator or dataPlane.
+	AbortCause   string   `json:"abortCause,omitempty"`
+	AbortLatency *float64 `json:"abortLatencySeconds,omitempty"`
 
 	// Blue/green: Switched is true once the preview serves 100%; ReadyAt is when the
 	// pre-promotion gate passed (auto promotion counts from it).
@@ -85,35 +98,58 @@ type Run struct {
 	Metrics      []MetricRun `json:"metrics"`
 }
 
-// MetricRun is the progress of one metric within a run.
+// MetricRun is the progress of one metric within a run (Argo's MetricResult).
 type MetricRun struct {
-	Name             string           `json:"name"`
-	Phase            MeasurementPhase `json:"phase"`
-	Count            int              `json:"count"` // counted measurements (not errors)
-	Successful       int              `json:"successful"`
-	Failed           int              `json:"failed"`
-	Inconclusive     int              `json:"inconclusive"`
-	Error            int              `json:"error"`
-	ConsecutiveError int              `json:"consecutiveError"`
-	LowTraffic       int              `json:"lowTraffic"`
-	Message          string           `json:"message"`
+	Name               string           `json:"name"`
+	Phase              MeasurementPhase `json:"phase"`
+	Count              int              `json:"count"` // counted measurements (not errors)
+	Successful         int              `json:"successful"`
+	Failed             int              `json:"failed"`
+	Inconclusive       int              `json:"inconclusive"`
+	Error              int              `json:"error"`
+	ConsecutiveError   int              `json:"consecutiveError"`
+	ConsecutiveSuccess int              `json:"consecutiveSuccess"`
+	LowTraffic         int              `json:"lowTraffic"`
+	Message            string           `json:"message"`
 	// NextAt is when the next measurement is due.
 	NextAt time.Time `json:"nextAt"`
 	// InFlight: a measurement was requested and has not come back yet.
-	InFlight     bool          `json:"inFlight,omitempty"`
-	Measurements []Measurement `json:"measurements,omitempty"`
+	InFlight bool `json:"inFlight,omitempty"`
+	// ProviderState is the provider's own state for this metric of this run (a judge
+	// session's evidence), opaque to the machine: saved after each measurement and
+	// handed back to the provider after a restart.
+	ProviderState json.RawMessage `json:"providerState,omitempty"`
+	Measurements  []Measurement   `json:"measurements,omitempty"`
 }
 
-// maxMeasurements bounds the measurements kept per metric.
+// maxMeasurements bounds the measurements kept per metric (Argo's
+// DefaultMeasurementHistoryLimit).
 const maxMeasurements = 10
+
+// maxValues bounds the numbers kept per measurement (a vector of many series).
+const maxValues = 64
 
 // completed reports whether p is a final phase.
 func (p MeasurementPhase) completed() bool {
 	switch p {
-	case MeasurementSuccessful, MeasurementFailed, MeasurementInconclusive, MeasurementError:
+	case MeasurementSuccessful, MeasurementFailed, MeasurementInconclusive, MeasurementError, MeasurementTerminated:
 		return true
 	}
 	return false
+}
+
+// MigrateState brings a state read from disk to SchemaVersion. Schema 0 (no
+// schemaVersion field) lacks consecutiveSuccess counters and provider state; both start
+// at their zero values, which is what they meant then.
+func MigrateState(st *State) error {
+	switch {
+	case st.Schema > SchemaVersion:
+		return fmt.Errorf("rollout state of %q has schema %d; this Sluice reads up to %d (written by a newer Sluice?)", st.Rollout, st.Schema, SchemaVersion)
+	case st.Schema < 0:
+		return fmt.Errorf("rollout state of %q has schema %d", st.Rollout, st.Schema)
+	}
+	st.Schema = SchemaVersion
+	return nil
 }
 
 func (s *State) run(id int) *Run {

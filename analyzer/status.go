@@ -1,6 +1,9 @@
 package analyzer
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Phase is a rollout's phase, as the admin API and `sluice status` show it.
 type Phase string
@@ -27,30 +30,56 @@ const (
 	// MeasurementLowTraffic: a compared cluster served fewer requests than the metric's
 	// minimum in the window; the measurement does not count and the metric waits.
 	MeasurementLowTraffic MeasurementPhase = "LowTraffic"
+	// MeasurementTerminated: the metric had not completed when its run ended (another
+	// metric decided the run, or the rollout moved on); it decides nothing. Argo shows
+	// such a metric as Successful; Sluice does not call a metric it never finished a pass.
+	MeasurementTerminated MeasurementPhase = "Terminated"
 )
 
 // RolloutStatus is the JSON shape of GET /api/v1/rollouts/{name}.
 type RolloutStatus struct {
-	Name          string `json:"name"`
-	Strategy      string `json:"strategy"`
-	Revision      string `json:"revision"`
-	Phase         Phase  `json:"phase"`
-	Step          int    `json:"step"`  // index of the current step; == Steps when all are done
-	Steps         int    `json:"steps"` // number of steps
-	SetWeight     int    `json:"setWeight"`
-	ActualWeight  int    `json:"actualWeight"` // what the data planes have applied (xDS: ACKed)
-	Message       string `json:"message"`
-	Aborted       bool   `json:"aborted"`
-	StableService string `json:"stableService"`
-	CanaryService string `json:"canaryService"`
+	Name     string `json:"name"`
+	Strategy string `json:"strategy"`
+	Revision string `json:"revision"`
+	Phase    Phase  `json:"phase"`
+	Step     int    `json:"step"`  // index of the current step; == Steps when all are done
+	Steps    int    `json:"steps"` // number of steps
+	// StepList describes every step, in order; the one at index Step is current.
+	StepList      []StepStatus `json:"stepList"`
+	SetWeight     int          `json:"setWeight"`
+	ActualWeight  int          `json:"actualWeight"` // what the data planes have applied (xDS: ACKed)
+	Message       string       `json:"message"`
+	Aborted       bool         `json:"aborted"`
+	StableService string       `json:"stableService"`
+	CanaryService string       `json:"canaryService"`
 	// PauseEndsAt is set while a timed pause runs.
 	PauseEndsAt *time.Time `json:"pauseEndsAt,omitempty"`
-	// AbortLatencySeconds: from the failing measurement to the zero weight applied.
-	AbortLatencySeconds *float64            `json:"abortLatencySeconds,omitempty"`
-	AnalysisRuns        []AnalysisRunStatus `json:"analysisRuns"`
+	// AbortLatencySeconds: from the failing measurement (or the operator's command) to
+	// the zero weight applied.
+	AbortLatencySeconds *float64 `json:"abortLatencySeconds,omitempty"`
+	// AbortCause is what aborted: analysis (a failing measurement), operator (the
+	// latency then counts from the command) or dataPlane.
+	AbortCause   string              `json:"abortCause,omitempty"`
+	AnalysisRuns []AnalysisRunStatus `json:"analysisRuns"`
+	// PersistError is set while the rollout's state cannot be saved: a decision that
+	// takes traffic away from the canary still takes effect, nothing else does, and
+	// saving is retried.
+	PersistError string `json:"persistError,omitempty"`
 	// History is the weight over time, for the web view's chart.
 	History   []WeightPoint `json:"history"`
 	UpdatedAt time.Time     `json:"updatedAt"`
+}
+
+// StepStatus is one step of a rollout as status shows it.
+type StepStatus struct {
+	Index int `json:"index"`
+	// Kind is setWeight, pause, analysis, setHeaderRoute, setMirrorRoute, ignored
+	// (a Kubernetes-only step kept in place), or for blue/green: preview, switch.
+	Kind string `json:"kind"`
+	// Text is a short human description, e.g. "setWeight 20", "pause 1m0s".
+	Text string `json:"text"`
+	// State is done, current or pending.
+	State string `json:"state"`
 }
 
 // WeightPoint is the canary weight from a moment on.
@@ -95,7 +124,8 @@ type Measurement struct {
 	Phase MeasurementPhase `json:"phase"`
 	// Value is the result as text, e.g. "[0.012]" (Argo shows it the same way).
 	Value string `json:"value"`
-	// Values holds the numeric result when it has one, for charts.
+	// Values holds the numeric result when it has one, for charts (at most 64). In JSON,
+	// NaN, +Inf and -Inf are the strings "NaN", "+Inf", "-Inf".
 	Values []float64 `json:"values,omitempty"`
 	// Details carries provider-specific figures, e.g. the judge's estimate and bound.
 	Details map[string]float64 `json:"details,omitempty"`
@@ -103,4 +133,7 @@ type Measurement struct {
 	Message    string    `json:"message"`
 	StartedAt  time.Time `json:"startedAt"`
 	FinishedAt time.Time `json:"finishedAt"`
+	// ProviderState, set by a provider that keeps state between measurements (the
+	// judge), goes into MetricRun.ProviderState; it is not part of the measurement's JSON.
+	ProviderState json.RawMessage `json:"-"`
 }

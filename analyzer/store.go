@@ -64,6 +64,9 @@ func (f *FileStore) Load() (map[string]*State, error) {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return nil, fmt.Errorf("%s: %w", n, err)
 		}
+		if err := MigrateState(&st); err != nil {
+			return nil, fmt.Errorf("%s: %w", n, err)
+		}
 		out[st.Rollout] = &st
 	}
 	return out, nil
@@ -112,6 +115,9 @@ func (s *MemStore) Load() (map[string]*State, error) {
 	for k, b := range s.m {
 		var st State
 		if err := json.Unmarshal(b, &st); err != nil {
+			return nil, err
+		}
+		if err := MigrateState(&st); err != nil {
 			return nil, err
 		}
 		out[k] = &st

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 )
 
 // TestWebhooksRetryAndNeverBlock: events reach a webhook that fails once (retried), and a
-// webhook that hangs never holds up the rollout.
+// webhook that hangs — for far longer than this test waits for anything — never holds
+// up the rollout or a status read: if hooks were sent from the control loop, the loop
+// would hang with it and the waits below would time out.
 func TestWebhooksRetryAndNeverBlock(t *testing.T) {
 	var mu sync.Mutex
 	var got []Event
@@ -35,16 +38,24 @@ func TestWebhooksRetryAndNeverBlock(t *testing.T) {
 		got = append(got, e)
 	}))
 	t.Cleanup(ok.Close) // after the controller stops (cleanups run last-in first-out)
+	var hanging atomic.Int32
+	release := make(chan struct{})
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body) // then the server notices the client giving up
-		<-r.Context().Done()
+		io.Copy(io.Discard, r.Body)
+		hanging.Add(1)
+		defer hanging.Add(-1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
 	}))
 	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
 
 	cfg := testConfig(weightStep(20), model.Step{Pause: &model.Pause{}})
 	cfg.ControlPlane.Webhooks = []model.Webhook{
 		{URL: ok.URL, Timeout: time.Second, Retries: 2, Headers: map[string]string{"X-Token": "t"}},
-		{URL: hang.URL, Timeout: 200 * time.Millisecond},
+		{URL: hang.URL, Timeout: time.Hour},
 	}
 	clock := &fakeClock{now: t0}
 	c, err := NewController(cfg, Options{Clock: clock, Measurer: &fakeMeasurer{phases: map[string]MeasurementPhase{}}})
@@ -53,11 +64,15 @@ func TestWebhooksRetryAndNeverBlock(t *testing.T) {
 	}
 	stop := runCtx(t, c)
 	h := &harness{t: t, c: c, clock: clock}
+	testenv.WaitFor(t, 10*time.Second, "the hook to hang", func() bool { return hanging.Load() > 0 })
 	h.waitStatus("paused", at(PhasePaused, 1, 20))
 	if err := c.Abort("app"); err != nil {
 		t.Fatal(err)
 	}
 	h.waitStatus("aborted", func(s RolloutStatus) bool { return s.Aborted })
+	if hanging.Load() == 0 {
+		t.Fatal("the hook stopped hanging: the test proves nothing")
+	}
 	testenv.WaitFor(t, 10*time.Second, "webhook events", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

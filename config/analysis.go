@@ -33,8 +33,53 @@ const (
 	JudgePlugin = "sluice/judge"
 )
 
-// providerKinds Argo has that Sluice does not run.
-var otherProviders = []string{"job", "datadog", "newRelic", "wavefront", "kayenta", "cloudWatch", "graphite", "influxdb", "skywalking"}
+// otherProviders are Argo's providers that Sluice does not run, with what to use instead.
+var otherProviders = []struct{ name, instead string }{
+	{"job", "it runs a Kubernetes Job, and Sluice runs no pods: serve the check's result over HTTP and use provider.web"},
+	{"datadog", "query the same data with provider.prometheus, or Datadog's HTTP API with provider.web"},
+	{"newRelic", "query the same data with provider.prometheus, or New Relic's HTTP API with provider.web"},
+	{"wavefront", "query the same data with provider.prometheus, or Wavefront's HTTP API with provider.web"},
+	{"kayenta", "compare canary with stable with plugin sluice/judge, or query with provider.prometheus"},
+	{"cloudWatch", "query the same data with provider.prometheus (e.g. through an exporter), or provider.web"},
+	{"graphite", "query Graphite's HTTP API with provider.web, or the same data with provider.prometheus"},
+	{"influxdb", "query InfluxDB's HTTP API with provider.web, or the same data with provider.prometheus"},
+	{"skywalking", "query SkyWalking's HTTP API with provider.web, or the same data with provider.prometheus"},
+}
+
+// unsupportedAdvice says what to use instead of provider kind.
+func unsupportedAdvice(kind string) string {
+	for _, p := range otherProviders {
+		if p.name == kind {
+			return p.instead
+		}
+	}
+	return "use provider.web (an HTTP endpoint returning the result) or provider.prometheus"
+}
+
+// parsedMetric is a decoded metric; unsupported names its provider when Sluice does not
+// run it (at: the provider's key), and then m has no provider.
+type parsedMetric struct {
+	m           model.Metric
+	unsupported string
+	at          *yaml.Node
+	// indefinite: interval without count (Argo's EffectiveCount is nil).
+	indefinite bool
+}
+
+// dryRunRule is a dryRun entry: Argo matches metricName as an unanchored regular
+// expression (regexp.MatchString).
+type dryRunRule struct {
+	pat string
+	re  *regexp.Regexp
+	at  *yaml.Node
+	d   *dec // the file the rule is in
+}
+
+// nestedRef is an entry of an AnalysisTemplate's spec.templates.
+type nestedRef struct {
+	ref model.TemplateRef
+	at  *yaml.Node
+}
 
 var argRef = regexp.MustCompile(`\{\{\s*args\.([^}\s]+)\s*\}\}`)
 
@@ -49,7 +94,9 @@ type templateDoc struct {
 	t           model.AnalysisTemplate
 	metricsNode *yaml.Node
 	args        []argDef
-	dryRun      []*regexp.Regexp
+	dryRun      []dryRunRule
+	nested      []nestedRef
+	nestedErrs  map[string]bool // spec.templates problems already reported
 	// bad: the template has errors of its own; references to it resolve no metrics
 	// (its errors are reported once, at the template).
 	bad bool
@@ -87,27 +134,40 @@ func (l *loader) template(d *dec, name string, cluster bool, pos model.Pos, spec
 		td.args = append(td.args, a)
 		td.t.Args = append(td.t.Args, model.Arg{Name: a.name, Value: a.value})
 	}
-	for i, dn := range d.list(spec.get("dryRun"), spec.sub("dryRun")) {
-		do := d.object(dn, dn, spec.sub("dryRun")+"["+strconv.Itoa(i)+"]")
-		if do.require("metricName", "name the metric (or a regular expression such as .*)") {
-			pat := d.strField(do, "metricName")
-			if re, err := regexp.Compile("^(?:" + pat + ")$"); err != nil {
-				d.errf(do.get("metricName"), CodeValue, "%s: %q is not a regular expression: %v", do.sub("metricName"), pat, err)
-			} else {
-				td.dryRun = append(td.dryRun, re)
-				td.t.DryRun = append(td.t.DryRun, pat)
-			}
+	td.dryRun = l.dryRunRules(d, spec)
+	for _, r := range td.dryRun {
+		td.t.DryRun = append(td.t.DryRun, r.pat)
+	}
+	for i, tn := range d.list(spec.get("templates"), spec.sub("templates")) {
+		to := d.object(tn, tn, spec.sub("templates")+"["+strconv.Itoa(i)+"]")
+		ref := model.TemplateRef{}
+		if to.require("templateName", "name the AnalysisTemplate to include") {
+			ref.Name = d.strField(to, "templateName")
 		}
-		do.end()
+		if v := to.get("clusterScope"); v != nil {
+			ref.ClusterScope, _ = d.boolean(v, to.sub("clusterScope"))
+		}
+		to.end()
+		if ref.Name != "" {
+			td.nested = append(td.nested, nestedRef{ref: ref, at: to.key("templateName")})
+			td.t.Templates = append(td.t.Templates, ref)
+		}
 	}
 	spec.ignore("Sluice keeps a bounded number of measurements of its own", "measurementRetention")
 	mn := spec.get("metrics")
-	if mn == nil || isNull(mn) {
-		spec.require("metrics", "list at least one metric")
+	if (mn == nil || isNull(mn)) && len(td.nested) == 0 {
+		spec.require("metrics", "list at least one metric, or include templates with spec.templates")
 	}
 	td.metricsNode = mn
 	d.allowArgs = true
-	td.t.Metrics = l.metrics(d, mn, spec.sub("metrics"))
+	for _, pm := range l.metrics(d, mn, spec.sub("metrics")) {
+		if pm.unsupported != "" {
+			d.warnf(pm.at, CodeIgnored, "%s: Sluice does not run provider %s (%s); a Rollout that uses metric %q is refused unless the metric is dry-run",
+				spec.sub("metrics"), pm.unsupported, unsupportedAdvice(pm.unsupported), pm.m.Name)
+			continue
+		}
+		td.t.Metrics = append(td.t.Metrics, pm.m)
+	}
 	d.allowArgs = false
 	// Every {{args.X}} must name a declared argument.
 	walkStrings(d, mn, func(n *yaml.Node) {
@@ -145,10 +205,10 @@ func walkStrings(d *dec, n *yaml.Node, f func(*yaml.Node)) {
 	}
 }
 
-// metrics decodes spec.metrics; metrics whose provider Sluice does not run are dropped
-// (with a warning).
-func (l *loader) metrics(d *dec, n *yaml.Node, path string) []model.Metric {
-	var out []model.Metric
+// metrics decodes spec.metrics, every one of them: a metric whose provider Sluice does
+// not run comes back with unsupported set (the caller reports it).
+func (l *loader) metrics(d *dec, n *yaml.Node, path string) []parsedMetric {
+	var out []parsedMetric
 	names := map[string]int{}
 	list := d.list(n, path)
 	if n != nil && !isNull(d.resolve(n)) && len(list) == 0 && d.resolve(n) != nil && d.resolve(n).Kind == yaml.SequenceNode {
@@ -156,22 +216,24 @@ func (l *loader) metrics(d *dec, n *yaml.Node, path string) []model.Metric {
 	}
 	for i, mn := range list {
 		o := d.object(mn, mn, path+"["+strconv.Itoa(i)+"]")
-		m, keep := l.metric(d, o)
+		pm, keep := l.metric(d, o)
 		o.end()
-		if m.Name != "" {
-			if prev, dup := names[m.Name]; dup {
-				d.errf(o.key("name"), CodeReference, "%s.name: %q is also the name of metric %d; metric names must be unique", o.path, m.Name, prev)
+		if pm.m.Name != "" {
+			if prev, dup := names[pm.m.Name]; dup {
+				d.errf(o.key("name"), CodeReference, "%s.name: %q is also the name of metric %d; metric names must be unique", o.path, pm.m.Name, prev)
 			}
-			names[m.Name] = i
+			names[pm.m.Name] = i
 		}
 		if keep {
-			out = append(out, m)
+			out = append(out, pm)
 		}
 	}
 	return out
 }
 
-func (l *loader) metric(d *dec, o *obj) (model.Metric, bool) {
+// metric decodes one metric with Argo's validation (utils/analysis ValidateMetric); keep
+// is false when it cannot be used at all.
+func (l *loader) metric(d *dec, o *obj) (pm parsedMetric, keep bool) {
 	m := model.Metric{
 		FailureLimit:          DefaultFailureLimit,
 		InconclusiveLimit:     DefaultInconclusiveLimit,
@@ -215,11 +277,22 @@ func (l *loader) metric(d *dec, o *obj) (model.Metric, bool) {
 	}
 	m.InconclusiveLimit = d.nonNegative(o, "inconclusiveLimit", DefaultInconclusiveLimit)
 	m.ConsecutiveErrorLimit = d.nonNegative(o, "consecutiveErrorLimit", DefaultConsecutiveErrorLimit)
+	m.ConsecutiveSuccessLimit = d.nonNegative(o, "consecutiveSuccessLimit", 0)
 	m.MinRequests = d.nonNegative(o, "minRequests", 0)
-	if m.Count > 0 {
-		if m.FailureLimit > m.Count {
-			d.errf(o.key("failureLimit"), CodeValue, "%s: count (%d) must be >= failureLimit (%d), as in Argo; raise count or lower failureLimit", o.path, m.Count, m.FailureLimit)
-		} else if m.FailureLimit == m.Count && o.has("failureLimit") {
+	// literal: the field is not an {{args.X}} placeholder (checked after substitution).
+	literal := func(f string) bool { return !(d.allowArgs && hasArgRef(scalarValue(o.get(f)))) }
+	if m.FailureLimit == -1 && m.ConsecutiveSuccessLimit == 0 && literal("failureLimit") && literal("consecutiveSuccessLimit") {
+		d.errf(o.key("failureLimit"), CodeValue, "%s: failureLimit and consecutiveSuccessLimit cannot both be disabled (Argo refuses this spec): with failureLimit -1 a metric failing every time would pass; set consecutiveSuccessLimit (successes in a row that pass the metric), or a failureLimit of 0 or more", o.path)
+	}
+	if m.Count > 0 && literal("count") {
+		switch fl, csl := m.FailureLimit, m.ConsecutiveSuccessLimit; {
+		case fl >= 0 && m.Count < fl+csl && csl > 0:
+			d.errf(o.key("count"), CodeValue, "%s: count (%d) must be >= failureLimit + consecutiveSuccessLimit (%d + %d) if both >= 0, as in Argo; raise count", o.path, m.Count, fl, csl)
+		case fl >= 0 && m.Count < fl:
+			d.errf(o.key("failureLimit"), CodeValue, "%s: count (%d) must be >= failureLimit (%d), as in Argo; raise count or lower failureLimit", o.path, m.Count, fl)
+		case fl < 0 && m.Count < csl:
+			d.errf(o.key("consecutiveSuccessLimit"), CodeValue, "%s: count (%d) must be >= consecutiveSuccessLimit (%d), as in Argo", o.path, m.Count, csl)
+		case fl == m.Count && csl == 0 && o.has("failureLimit"):
 			d.warnf(o.key("failureLimit"), CodeSuspicious, "%s: failureLimit (%d) equals count (%d), so this metric can never fail the analysis; lower failureLimit", o.path, m.FailureLimit, m.Count)
 		}
 		if m.InconclusiveLimit > m.Count {
@@ -229,28 +302,36 @@ func (l *loader) metric(d *dec, o *obj) (model.Metric, bool) {
 			d.errf(o.key("count"), CodeSchema, "%s: count is %d but interval is not set; set interval (e.g. 30s), as Argo requires when count > 1", o.path, m.Count)
 		}
 	}
-	p, keep := l.provider(d, o)
+	pm.indefinite = m.Count == 0 && m.Interval > 0 && literal("count")
+	p, unsupported, at, keep := l.provider(d, o)
 	m.Provider = p
-	return m, keep
+	pm.m, pm.unsupported, pm.at = m, unsupported, at
+	return pm, keep
 }
 
-func (l *loader) provider(d *dec, o *obj) (model.Provider, bool) {
-	var p model.Provider
+// scalarValue is n's value when it is a scalar ("" otherwise).
+func scalarValue(n *yaml.Node) string {
+	if n != nil && n.Kind == yaml.ScalarNode {
+		return n.Value
+	}
+	return ""
+}
+
+// provider decodes metric o's provider. A provider Sluice does not run is returned as
+// unsupported (its name, and at: where), for the caller to report: an error unless the
+// metric is dry-run.
+func (l *loader) provider(d *dec, o *obj) (p model.Provider, unsupported string, at *yaml.Node, keep bool) {
 	po := o.obj("provider")
 	if !po.present() {
 		o.require("provider", "set provider.prometheus (no address: Sluice's own metrics), provider.web or provider.plugin: {sluice/judge: ...}")
-		return p, false
+		return p, "", nil, false
 	}
-	var kinds []string
-	for _, k := range po.order {
-		kinds = append(kinds, k)
-	}
+	kinds := append([]string(nil), po.order...)
 	if len(kinds) > 1 {
 		d.errf(po.at, CodeSchema, "%s: sets %s; set exactly one provider", po.path, strings.Join(kinds, " and "))
 		po.accept(kinds...)
-		return p, false
+		return p, "", nil, false
 	}
-	keep := true
 	switch {
 	case po.has("prometheus"):
 		p.Prometheus = l.prometheus(d, po.obj("prometheus"))
@@ -258,37 +339,36 @@ func (l *loader) provider(d *dec, o *obj) (model.Provider, bool) {
 		p.Web = l.web(d, po.obj("web"))
 	case po.has("plugin"):
 		pl := po.obj("plugin")
-		for _, name := range pl.order {
-			if name == JudgePlugin {
-				p.Judge = l.judge(d, pl.obj(name))
-				continue
-			}
-			pl.get(name)
-			d.warnf(pl.key(name), CodeIgnored, "%s: ignored: Sluice does not run provider plugin %s; this metric is skipped", pl.path, name)
-			keep = false
-		}
 		if len(pl.order) != 1 {
 			d.errf(pl.at, CodeSchema, "%s: name exactly one plugin, e.g. %s", pl.path, JudgePlugin)
-			keep = false
+			pl.accept(pl.order...)
+			pl.end()
+			po.end()
+			return p, "", nil, false
+		}
+		name := pl.order[0]
+		if name == JudgePlugin {
+			p.Judge = l.judge(d, pl.obj(name))
+		} else {
+			pl.get(name)
+			unsupported, at = "plugin "+name, pl.key(name)
 		}
 		pl.end()
 	default:
 		for _, k := range otherProviders {
-			if po.has(k) {
-				po.get(k)
-				d.warnf(po.key(k), CodeIgnored, "%s: ignored: Sluice does not run provider %s; this metric is skipped", po.path, k)
-				keep = false
+			if po.has(k.name) {
+				po.get(k.name)
+				unsupported, at = k.name, po.key(k.name)
 			}
 		}
-		if keep {
-			if len(kinds) == 0 {
-				d.errf(po.at, CodeSchema, "%s: empty; set prometheus, web or plugin: {%s: ...}", po.path, JudgePlugin)
-				return p, false
-			}
+		if unsupported == "" {
+			d.errf(po.at, CodeSchema, "%s: empty; set prometheus, web or plugin: {%s: ...}", po.path, JudgePlugin)
+			po.end()
+			return p, "", nil, false
 		}
 	}
 	po.end()
-	return p, keep && (p.Prometheus != nil || p.Web != nil || p.Judge != nil)
+	return p, unsupported, at, unsupported != "" || p.Prometheus != nil || p.Web != nil || p.Judge != nil
 }
 
 func (d *dec) httpURL(o *obj, field string, required bool, fix string) string {
@@ -520,23 +600,32 @@ func (l *loader) analysisRef(rd *rolloutDoc, o *obj, mustEnd bool) *refDoc {
 			ref.ref.Args = append(ref.ref.Args, a)
 		}
 	}
-	for i, dn := range d.list(o.get("dryRun"), o.sub("dryRun")) {
-		do := d.object(dn, dn, o.sub("dryRun")+"["+strconv.Itoa(i)+"]")
-		if do.require("metricName", "name the metric (or a regular expression)") {
-			pat := d.strField(do, "metricName")
-			if _, err := regexp.Compile("^(?:" + pat + ")$"); err != nil {
-				d.errf(do.get("metricName"), CodeValue, "%s: %q is not a regular expression: %v", do.sub("metricName"), pat, err)
-			} else {
-				ref.dryRun = append(ref.dryRun, pat)
-			}
-		}
-		do.end()
-	}
+	ref.dryRun = l.dryRunRules(d, o)
 	o.ignore("Sluice keeps a bounded number of measurements of its own", "measurementRetention")
 	o.ignore(k8sOnly, "analysisRunMetadata")
 	o.accept("startingStep") // read by the background analysis
 	rd.refs = append(rd.refs, ref)
 	return ref
+}
+
+// dryRunRules decodes o's dryRun[{metricName}]: each a regular expression matched
+// unanchored against metric names, as Argo's GetDryRunMetrics does (regexp.MatchString:
+// "errors" also makes "total-errors" dry-run; write "^errors$" for one metric).
+func (l *loader) dryRunRules(d *dec, o *obj) []dryRunRule {
+	var out []dryRunRule
+	for i, dn := range d.list(o.get("dryRun"), o.sub("dryRun")) {
+		do := d.object(dn, dn, o.sub("dryRun")+"["+strconv.Itoa(i)+"]")
+		if do.require("metricName", "name the metric (or a regular expression such as .*)") {
+			pat := d.strField(do, "metricName")
+			if re, err := regexp.Compile(pat); err != nil {
+				d.errf(do.get("metricName"), CodeValue, "%s: %q is not a regular expression: %v", do.sub("metricName"), pat, err)
+			} else {
+				out = append(out, dryRunRule{pat: pat, re: re, at: do.get("metricName"), d: d})
+			}
+		}
+		do.end()
+	}
+	return out
 }
 
 func scopeKind(cluster bool) string {
@@ -551,6 +640,7 @@ func scopeKind(cluster bool) string {
 func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 	d := rd.d
 	var tds []*templateDoc
+	missing := false
 	for i, t := range ref.ref.Templates {
 		td := l.templates[tkey{t.Name, t.ClusterScope}]
 		if td == nil {
@@ -559,11 +649,16 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 				msg += fmt.Sprintf(" (a %s of that name exists: set clusterScope: %v)", scopeKind(!t.ClusterScope), !t.ClusterScope)
 			}
 			d.errf(ref.templateAt[i], CodeReference, "%s", msg)
+			missing = true
 			continue
 		}
 		tds = append(tds, td)
 	}
-	if len(tds) != len(ref.ref.Templates) || len(tds) == 0 {
+	if missing || len(tds) == 0 {
+		return
+	}
+	tds, ok := l.withNested(tds)
+	if !ok {
 		return
 	}
 	// Merge the templates' declared args, then the rollout's values over them.
@@ -590,7 +685,6 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 			values[a.Name] = a.Value
 		}
 	}
-	missing := false
 	var args []model.Arg
 	for _, n := range order {
 		if values[n] == nil {
@@ -609,7 +703,14 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 			return
 		}
 	}
-	var metrics []model.Metric
+	// Argo's NewAnalysisRunFromTemplates: the templates' metrics run together (names
+	// unique across them); every dryRun rule, the templates' and the reference's, applies
+	// to every metric and must match one.
+	type runMetric struct {
+		parsedMetric
+		template string
+	}
+	var all []runMetric
 	seen := map[string]string{}
 	for _, td := range tds {
 		var tmp Diagnostics
@@ -617,48 +718,142 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 		dd.budget = td.d.budget + minNodeBudget
 		dd.warned = td.d.warned
 		sub := substitute(dd, td.metricsNode, values)
-		ms := l.metrics(dd, sub, "spec.metrics")
+		pms := l.metrics(dd, sub, "spec.metrics")
 		for i := range tmp {
 			tmp[i].Message += fmt.Sprintf(" (with the args of Rollout %q at %s)", rd.r.Name, ref.ref.Pos)
 		}
 		l.mergeDiags(tmp)
-		for _, m := range ms {
-			if other, dup := seen[m.Name]; dup {
-				d.errf(ref.at, CodeReference, "%s: metric %q is in templates %q and %q; Argo requires unique metric names across an analysis", ref.path, m.Name, other, td.t.Name)
+		for _, pm := range pms {
+			if other, dup := seen[pm.m.Name]; dup {
+				d.errf(ref.at, CodeReference, "%s: metric %q is in templates %q and %q; Argo requires unique metric names across an analysis", ref.path, pm.m.Name, other, td.t.Name)
 				continue
 			}
-			seen[m.Name] = td.t.Name
-			for _, re := range td.dryRun {
-				m.DryRun = m.DryRun || re.MatchString(m.Name)
-			}
-			for _, pat := range ref.dryRun {
-				re := regexp.MustCompile("^(?:" + pat + ")$")
-				m.DryRun = m.DryRun || re.MatchString(m.Name)
-			}
-			if j := m.Provider.Judge; j != nil {
-				stable, canary := "", ""
-				if c := rd.r.Canary; c != nil {
-					stable, canary = c.StableService, c.CanaryService
-				} else if b := rd.r.BlueGreen; b != nil {
-					stable, canary = b.ActiveService, b.PreviewService
-				}
-				if j.Baseline == "" {
-					j.Baseline = stable
-				}
-				if j.Canary == "" {
-					j.Canary = canary
-				}
-			}
-			if ref.mustEnd && m.Interval > 0 && m.Count == 0 {
-				d.warnf(ref.at, CodeSuspicious, "%s: metric %q of template %q has an interval (%s) but no count, so under Argo's rules it measures until the analysis is stopped: this step never completes and the rollout waits here forever; set count", ref.path, m.Name, td.t.Name, m.Interval)
-			}
-			metrics = append(metrics, m)
+			seen[pm.m.Name] = td.t.Name
+			all = append(all, runMetric{pm, td.t.Name})
 		}
 	}
-	if len(metrics) == 0 {
-		d.warnf(ref.at, CodeSuspicious, "%s: no metric of this analysis is one Sluice runs, so it succeeds at once", ref.path)
+	rules := append([]dryRunRule(nil), ref.dryRun...)
+	for _, td := range tds {
+		rules = append(rules, td.dryRun...)
+	}
+	ruleSeen := map[string]bool{}
+	for i, rule := range rules {
+		if ruleSeen[rule.pat] {
+			rule.d.errf(rule.at, CodeReference, "dryRun: two Dry-Run metric rules have the same name '%s' in the analysis of Rollout %q at %s (Argo refuses the analysis); keep one", rule.pat, rd.r.Name, ref.ref.Pos)
+			continue
+		}
+		ruleSeen[rule.pat] = true
+		matched := false
+		for j := range all {
+			if rule.re.MatchString(all[j].m.Name) {
+				all[j].m.DryRun, matched = true, true
+			}
+		}
+		if !matched {
+			var names []string
+			for _, m := range all {
+				names = append(names, m.m.Name)
+			}
+			rule.d.errf(rule.at, CodeReference, "dryRun[%d]: Rule didn't match any metric name(s) (Argo fails the analysis run of Rollout %q at %s); metricName %q is a regular expression matched anywhere in a name, and the analysis has %s",
+				i, rd.r.Name, ref.ref.Pos, rule.pat, strings.Join(names, ", "))
+		}
+	}
+	var metrics []model.Metric
+	skipped := 0
+	for _, rm := range all {
+		m := rm.m
+		if rm.unsupported != "" && m.DryRun {
+			skipped++
+		}
+		if rm.unsupported != "" {
+			if m.DryRun {
+				d.warnf(rm.at, CodeIgnored, "metric %q: ignored: Sluice does not run provider %s; it is dry-run, so it is skipped (%s)", m.Name, rm.unsupported, unsupportedAdvice(rm.unsupported))
+			} else {
+				d.errf(ref.at, CodeUnsupported, "%s: metric %q of template %q uses provider %s, which Sluice does not run, so this analysis could never measure it; %s, or make it informational with dryRun: [{metricName: %s}]",
+					ref.path, m.Name, rm.template, rm.unsupported, unsupportedAdvice(rm.unsupported), m.Name)
+			}
+			continue
+		}
+		if j := m.Provider.Judge; j != nil {
+			stable, canary := "", ""
+			if c := rd.r.Canary; c != nil {
+				stable, canary = c.StableService, c.CanaryService
+			} else if b := rd.r.BlueGreen; b != nil {
+				stable, canary = b.ActiveService, b.PreviewService
+			}
+			if j.Baseline == "" {
+				j.Baseline = stable
+			}
+			if j.Canary == "" {
+				j.Canary = canary
+			}
+		}
+		if ref.mustEnd && rm.indefinite {
+			d.errf(ref.at, CodeValue, "%s: AnalysisTemplate %s has metric %s which runs indefinitely. Invalid value for count: <nil> (Argo's InvalidSpec: an interval (%s) without count measures until the analysis is stopped, so this step would never complete); set count",
+				ref.path, rm.template, m.Name, m.Interval)
+		}
+		metrics = append(metrics, m)
+	}
+	if len(metrics) == 0 && skipped > 0 && skipped == len(all) {
+		d.warnf(ref.at, CodeSuspicious, "%s: every metric of this analysis is dry-run with a provider Sluice does not run, so it succeeds at once", ref.path)
 	}
 	ref.ref.Metrics = metrics
+}
+
+// nestedErr reports a problem with a template's spec.templates entry once, however many
+// analyses include the template.
+func (l *loader) nestedErr(td *templateDoc, n nestedRef, msg string) {
+	if td.nestedErrs == nil {
+		td.nestedErrs = map[string]bool{}
+	}
+	if td.nestedErrs[msg] {
+		return
+	}
+	td.nestedErrs[msg] = true
+	td.d.errf(n.at, CodeReference, "%s", msg)
+}
+
+// withNested adds the templates tds include through spec.templates (Argo v1.7 nested
+// templates), depth first, each once (Argo's FilterUniqueTemplates); a template that
+// includes itself, directly or not, is an error.
+func (l *loader) withNested(tds []*templateDoc) ([]*templateDoc, bool) {
+	var out []*templateDoc
+	done := map[*templateDoc]bool{}
+	onPath := map[*templateDoc]bool{}
+	ok := true
+	var visit func(td *templateDoc, path []string)
+	visit = func(td *templateDoc, path []string) {
+		path = append(path, td.t.Name)
+		if done[td] {
+			return
+		}
+		done[td], onPath[td] = true, true
+		out = append(out, td)
+		for _, n := range td.nested {
+			inner := l.templates[tkey{n.ref.Name, n.ref.ClusterScope}]
+			switch {
+			case inner == nil:
+				l.nestedErr(td, n, fmt.Sprintf("spec.templates: %q names no %s; define it, or fix the name", n.ref.Name, scopeKind(n.ref.ClusterScope)))
+				ok = false
+			case onPath[inner]:
+				l.nestedErr(td, n, fmt.Sprintf("spec.templates: including %s %q makes a cycle (%s → %s); remove one of the references",
+					scopeKind(n.ref.ClusterScope), n.ref.Name, strings.Join(path, " → "), n.ref.Name))
+				ok = false
+			default:
+				visit(inner, path)
+			}
+		}
+		onPath[td] = false
+	}
+	for _, td := range tds {
+		visit(td, nil)
+	}
+	for _, td := range out {
+		if td.bad {
+			return nil, false
+		}
+	}
+	return out, ok
 }
 
 // mergeDiags adds diagnostics from a resolution pass, skipping those the template's

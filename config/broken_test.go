@@ -70,7 +70,7 @@ var brokenCases = []brokenCase{
 		"sluice.yaml:103: spec.metrics[0].successCondition: \"result[0] <=\" does not compile: unexpected token EOF",
 	}},
 	{name: "interval without count waits forever", old: "      interval: 30s\n      count: 2\n", new: "      interval: 30s\n", want: []string{
-		"sluice.yaml:77: warning: spec.strategy.canary.steps[4].analysis: metric \"error-rate\" of template \"backend-api-health\" has an interval (30s) but no count, so under Argo's rules it measures until the analysis is stopped: this step never completes and the rollout waits here forever; set count",
+		"sluice.yaml:77: spec.strategy.canary.steps[4].analysis: AnalysisTemplate backend-api-health has metric error-rate which runs indefinitely. Invalid value for count: <nil> (Argo's InvalidSpec: an interval (30s) without count measures until the analysis is stopped, so this step would never complete); set count",
 	}},
 	{name: "count above 1 without interval", old: "      interval: 30s\n      count: 2\n", new: "      count: 2\n", want: []string{
 		"sluice.yaml:100: spec.metrics[0]: count is 2 but interval is not set; set interval (e.g. 30s), as Argo requires when count > 1",
@@ -82,8 +82,17 @@ var brokenCases = []brokenCase{
 		"sluice.yaml:65: warning: spec.replicas is ignored: Kubernetes-only: Sluice shifts traffic between Clusters and runs no pods",
 	}},
 	{name: "provider Sluice does not run", old: "        prometheus:\n          address: \"{{args.prometheus-address}}\"\n          query: |\n            histogram_quantile", new: "        datadog:\n          query: |\n            histogram_quantile", want: []string{
-		"sluice.yaml:117: warning: spec.metrics[1].provider: ignored: Sluice does not run provider datadog; this metric is skipped",
+		`sluice.yaml:77: spec.strategy.canary.steps[4].analysis: metric "p95-latency" of template "backend-api-health" uses provider datadog, which Sluice does not run, so this analysis could never measure it; query the same data with provider.prometheus, or Datadog's HTTP API with provider.web, or make it informational with dryRun: [{metricName: p95-latency}]`,
+		`sluice.yaml:117: warning: spec.metrics: Sluice does not run provider datadog (query the same data with provider.prometheus, or Datadog's HTTP API with provider.web); a Rollout that uses metric "p95-latency" is refused unless the metric is dry-run`,
 	}},
+	{name: "failureLimit -1 alone", old: "      failureLimit: 0\n", new: "      failureLimit: -1\n", want: []string{
+		"sluice.yaml:102: spec.metrics[0]: failureLimit and consecutiveSuccessLimit cannot both be disabled (Argo refuses this spec): with failureLimit -1 a metric failing every time would pass; set consecutiveSuccessLimit (successes in a row that pass the metric), or a failureLimit of 0 or more",
+	}},
+	{name: "failureLimit -1 with consecutiveSuccessLimit", old: "      failureLimit: 0\n", new: "      failureLimit: -1\n      consecutiveSuccessLimit: 2\n"},
+	{name: "consecutiveSuccessLimit above count", old: "      failureLimit: 0\n", new: "      failureLimit: 1\n      consecutiveSuccessLimit: 2\n", want: []string{
+		"sluice.yaml:101: spec.metrics[0]: count (2) must be >= failureLimit + consecutiveSuccessLimit (1 + 2) if both >= 0, as in Argo; raise count",
+	}},
+
 	// Valid: the blog-post placement of the services; want no diagnostics.
 	{name: "services under trafficRouting.nginx", old: "      stableService: backend-api-stable\n      canaryService: backend-api-canary\n      trafficRouting:\n        nginx:\n", new: "      trafficRouting:\n        nginx:\n          stableService: backend-api-stable\n          canaryService: backend-api-canary\n"},
 	{name: "route to unknown cluster", old: "      cluster: backend-api-stable", new: "      cluster: backend-api", want: []string{

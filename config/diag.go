@@ -41,8 +41,13 @@ const (
 	// CodeReference: a name that no given file defines (Cluster, Listener, template,
 	// managed route, argument), or one defined twice.
 	CodeReference Code = "reference"
-	// CodeIgnored: a Kubernetes-only field or kind, or a provider Sluice does not run.
+	// CodeIgnored: a Kubernetes-only field or kind, or a provider Sluice does not run in a
+	// template no Rollout uses (or in a dry-run metric).
 	CodeIgnored Code = "ignored"
+	// CodeUnsupported: a metric whose provider Sluice does not run (job, datadog, other
+	// plugins, …) in an analysis a Rollout runs, and not dry-run: it would never be
+	// measured, so it is an error.
+	CodeUnsupported Code = "unsupported"
 	// CodeSuspicious: valid, but most likely not what the author means.
 	CodeSuspicious Code = "suspicious"
 )

@@ -115,7 +115,7 @@ func TestFeatures(t *testing.T) {
 	wantWeb := []model.Metric{{
 		Name: "web-status", Interval: 10 * time.Second, Count: 3, InitialDelay: 5 * time.Second,
 		SuccessCondition: "result == 'ok'", FailureCondition: "result == 'down'",
-		FailureLimit: -1, InconclusiveLimit: 1, ConsecutiveErrorLimit: 2, DryRun: true,
+		FailureLimit: -1, ConsecutiveSuccessLimit: 2, InconclusiveLimit: 1, ConsecutiveErrorLimit: 2, DryRun: true,
 		Provider: model.Provider{Web: &model.WebProvider{URL: "http://127.0.0.1:7005/status", Method: "POST",
 			Body: `{"check":"deep","n":1}`, Headers: map[string]string{"Authorization": "Bearer t"}, JSONPath: "{$.status}", Timeout: 3 * time.Second}},
 	}}

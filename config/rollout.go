@@ -54,7 +54,7 @@ type refDoc struct {
 	// mustEnd: the rollout waits for this analysis to finish (inline step,
 	// pre-promotion), so a metric that never ends blocks it forever.
 	mustEnd bool
-	dryRun  []string
+	dryRun  []dryRunRule
 }
 
 func (l *loader) rollout(d *dec, name string, pos model.Pos, spec, annotations *obj) {

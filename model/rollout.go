@@ -118,7 +118,10 @@ type AnalysisTemplate struct {
 	Metrics      []Metric // with {{args.X}} still unsubstituted
 	// DryRun lists metric names (or ".*" style regexes, as in Argo) measured but never deciding.
 	DryRun []string
-	Pos    Pos
+	// Templates are the templates this one includes (Argo v1.7 spec.templates): their
+	// metrics run with this one's.
+	Templates []TemplateRef
+	Pos       Pos
 }
 
 // Metric is one AnalysisTemplate metric, with Argo's meaning and defaults.
@@ -134,7 +137,10 @@ type Metric struct {
 	FailureLimit          int // default 0; -1 disables
 	InconclusiveLimit     int // default 0
 	ConsecutiveErrorLimit int // default 4
-	DryRun                bool
+	// ConsecutiveSuccessLimit (Argo v1.8): successes in a row that make the metric
+	// Successful; 0 disables it.
+	ConsecutiveSuccessLimit int
+	DryRun                  bool
 	// MinRequests is the minimum number of requests per compared cluster in the
 	// measurement's window before a measurement counts; 0 inherits ControlPlane.MinRequests.
 	MinRequests int

@@ -118,10 +118,17 @@ function weightChart(ro) {
 function spark(m) {
   const W = 260, H = 54, P = 5;
   const s = svg("svg", { class: "spark", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": m.name + " measurements" });
-  const pts = (m.measurements || []).filter(x => x.values && x.values.length && isFinite(x.values[0]));
+  // Non-finite values arrive as the strings "NaN", "+Inf", "-Inf": listed, not drawn.
+  const pts = (m.measurements || []).filter(x => x.values && x.values.length && typeof x.values[0] === "number" && isFinite(x.values[0]));
+  const odd = (m.measurements || []).filter(x => x.values && x.values.length && typeof x.values[0] === "string").map(x => x.values[0]);
   const ok = thresholds(m.successCondition), bad = thresholds(m.failureCondition);
   const vals = pts.map(x => x.values[0]).concat(ok, bad);
-  if (!vals.length) { const tx = svg("text", { x: 8, y: 30 }); tx.textContent = "no data yet"; s.append(tx); return s; }
+  if (odd.length) {
+    const tx = svg("text", { x: 8, y: 12, class: "nonfinite" });
+    tx.textContent = odd.length + " × " + [...new Set(odd)].join("/") + " (not drawn)";
+    s.append(tx);
+  }
+  if (!vals.length) { const tx = svg("text", { x: 8, y: 30 }); tx.textContent = odd.length ? "no finite value" : "no data yet"; s.append(tx); return s; }
   let lo = Math.min(0, ...vals), hi = Math.max(...vals);
   if (hi === lo) hi = lo + 1;
   hi += (hi - lo) * 0.1;
@@ -183,8 +190,9 @@ function rolloutCard(ro) {
     const runEnded = !["Running", "Pending"].includes(run.phase);
     for (const m of run.metrics || []) {
       const last = (m.measurements || [])[m.measurements ? m.measurements.length - 1 : 0];
-      // A metric still measuring when its run ended (another metric decided it) stopped there.
-      const phase = runEnded && ["Running", "Pending"].includes(m.phase) ? "Stopped" : m.phase;
+      // A metric still measuring when its run ended (another metric decided it) stopped
+      // there: the server says Terminated; an older one left it Running or Pending.
+      const phase = runEnded && ["Running", "Pending"].includes(m.phase) ? "Terminated" : m.phase;
       const cond = [];
       if (m.successCondition) cond.push(el("div", {}, "success: ", el("code", {}, m.successCondition)));
       if (m.failureCondition) cond.push(el("div", {}, "failure: ", el("code", {}, m.failureCondition)));

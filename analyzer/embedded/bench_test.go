@@ -70,6 +70,16 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
+// heapGrowth is after - before as a signed number: the heap can shrink between the two
+// readings (garbage of earlier tests collected), and an unsigned difference would then
+// wrap to an enormous "growth". A shrink counts as 0.
+func heapGrowth(before, after uint64) uint64 {
+	if after < before {
+		return 0
+	}
+	return after - before
+}
+
 // TestMemory450Series10Min stores 10 minutes of a 450-series registry at 1 s and checks
 // what is held: every sample, and a heap well under the ~6 MiB DESIGN.md measured
 // (bound 16 MiB to leave room for the race detector and GC timing).
@@ -78,7 +88,7 @@ func TestMemory450Series10Min(t *testing.T) {
 	before := heapInUse()
 	s := newStore(t, f.reg, 0)
 	f.fill(t, s, 600)
-	used := heapInUse() - before
+	used := heapGrowth(before, heapInUse())
 	st := s.Stats()
 	if st.Series != 450 || st.Samples != 450*601 {
 		t.Errorf("Stats = %+v, want 450 series × 601 samples", st)
@@ -144,8 +154,19 @@ func BenchmarkMemory10Min(b *testing.B) {
 		before := heapInUse()
 		s := newStore(b, f.reg, 0)
 		f.fill(b, s, 600)
-		used := heapInUse() - before
+		used := heapGrowth(before, heapInUse())
 		b.ReportMetric(float64(used)/(1<<20), "MiB")
 		runtime.KeepAlive(s)
+	}
+}
+
+// TestHeapGrowthNeverWraps: a heap that shrank between the readings is no growth, not
+// 2^64 bytes of it.
+func TestHeapGrowthNeverWraps(t *testing.T) {
+	if g := heapGrowth(10<<20, 4<<20); g != 0 {
+		t.Fatalf("shrink: %d", g)
+	}
+	if g := heapGrowth(4<<20, 10<<20); g != 6<<20 {
+		t.Fatalf("growth: %d", g)
 	}
 }

@@ -31,7 +31,8 @@ func TestJSONPath(t *testing.T) {
 		{"{$.data.ok}", true},
 		{"$.data.rate", 0.02},
 		{"{$.data.items[1].v}", 2.0},
-		{"$.data.items[*].v", []any{1.0, 2.0}},
+		{"$.data.items[*].v", 1.0}, // several matches: the first, as Argo
+		{"$.data.items[*]", map[string]any{"v": 1.0}},
 		{"$['a-b']", "x"},
 		{"", doc},
 	}
@@ -61,6 +62,10 @@ func TestWebProvider(t *testing.T) {
 			w.Write([]byte(`{"data":{"rate":0.5}}`))
 			return
 		}
+		if r.URL.Path == "/plain" {
+			w.Write([]byte("OK"))
+			return
+		}
 		if r.URL.Path == "/slow" {
 			<-r.Context().Done()
 			return
@@ -70,18 +75,22 @@ func TestWebProvider(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 	p := &model.WebProvider{URL: srv.URL, Headers: map[string]string{"X-Key": "k"}, JSONPath: "{$.data.rate}"}
-	if v, err := Web(ctx, nil, p); err != nil || v != 0.01 {
-		t.Fatalf("GET: %v %v", v, err)
+	if v, text, err := Web(ctx, nil, p); err != nil || v != 0.01 || text != "0.01" {
+		t.Fatalf("GET: %v %q %v", v, text, err)
 	}
 	p.Method, p.Body = "POST", `{}`
-	if v, err := Web(ctx, nil, p); err != nil || v != 0.5 {
+	if v, _, err := Web(ctx, nil, p); err != nil || v != 0.5 {
 		t.Fatalf("POST: %v %v", v, err)
 	}
-	if _, err := Web(ctx, nil, &model.WebProvider{URL: srv.URL}); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, _, err := Web(ctx, nil, &model.WebProvider{URL: srv.URL}); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("status not an error: %v", err)
 	}
+	// A body that is not JSON is the result, as a string (Argo's parseResponse).
+	if v, text, err := Web(ctx, nil, &model.WebProvider{URL: srv.URL + "/plain", Headers: map[string]string{"X-Key": "k"}}); err != nil || v != "OK" || text != "OK" {
+		t.Fatalf("plain body: %#v %q %v", v, text, err)
+	}
 	start := time.Now()
-	_, err := Web(ctx, nil, &model.WebProvider{URL: srv.URL + "/slow", Headers: map[string]string{"X-Key": "k"}, Timeout: 100 * time.Millisecond})
+	_, _, err := Web(ctx, nil, &model.WebProvider{URL: srv.URL + "/slow", Headers: map[string]string{"X-Key": "k"}, Timeout: 100 * time.Millisecond})
 	if err == nil || time.Since(start) > 5*time.Second {
 		t.Fatalf("timeout not honoured: %v", err)
 	}

@@ -5,17 +5,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/sluice-mesh/sluice/model"
 )
 
-// Web fetches p.URL (GET, or POST with p.Body) with p.Headers and p.Timeout and returns
-// the value at p.JSONPath (the whole document when empty): a float64, string, bool,
-// []any or map[string]any as decoded from JSON. A non-2xx status is an error.
-func Web(ctx context.Context, client *http.Client, p *model.WebProvider) (any, error) {
+// Web fetches p.URL (GET, or POST/PUT with p.Body) with p.Headers and p.Timeout and
+// returns the result as Argo's web provider does (metricproviders/webmetric
+// parseResponse): a body that is JSON gives the value at p.JSONPath (the whole document
+// when empty) — a float64, string, bool, nil, []any or map[string]any — and text is that
+// value as JSON; a body that is not JSON is the result itself, as a string, and text is
+// the body. A non-2xx status is an error.
+func Web(ctx context.Context, client *http.Client, p *model.WebProvider) (result any, text string, err error) {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -32,7 +37,7 @@ func Web(ctx context.Context, client *http.Client, p *model.WebProvider) (any, e
 	}
 	req, err := http.NewRequestWithContext(ctx, method, p.URL, body)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for k, v := range p.Headers {
 		req.Header.Set(k, v)
@@ -45,26 +50,32 @@ func Web(ctx context.Context, client *http.Client, p *model.WebProvider) (any, e
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("web provider: %s returned %s", p.URL, resp.Status)
+		return nil, "", fmt.Errorf("web provider: %s returned %s", p.URL, resp.Status)
 	}
 	var doc any
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("web provider: response is not JSON: %w", err)
+		return string(b), string(b), nil // Argo: a body that is not JSON is evaluated as a string
 	}
-	return JSONPath(doc, p.JSONPath)
+	v, err := JSONPath(doc, p.JSONPath)
+	if err != nil {
+		return nil, "", err
+	}
+	t, _ := json.Marshal(v)
+	return v, string(t), nil
 }
 
 // JSONPath evaluates a small JSONPath subset as Argo's web provider uses it:
-// "{$.data.ok}", "$.a.b[0].c", "$.items[*].v" ([*] collects into a list), "$['key']".
-// Braces are optional; "" or "$" returns doc.
+// "{$.data.ok}", "$.a.b[0].c", "$.items[*].v", "$['key']". Braces are optional; "" or
+// "$" returns doc. A path with several matches ([*]) yields the first (map keys in
+// sorted order), as Argo's web provider does.
 func JSONPath(doc any, path string) (any, error) {
 	p := strings.TrimSpace(path)
 	p = strings.TrimSuffix(strings.TrimPrefix(p, "{"), "}")
@@ -116,8 +127,13 @@ func JSONPath(doc any, path string) (any, error) {
 				case []any:
 					next = append(next, c...)
 				case map[string]any:
-					for _, v := range c {
-						next = append(next, v)
+					keys := make([]string, 0, len(c))
+					for k := range c {
+						keys = append(keys, k)
+					}
+					sort.Strings(keys)
+					for _, k := range keys {
+						next = append(next, c[k])
 					}
 				}
 			case idx >= 0:
@@ -140,8 +156,29 @@ func JSONPath(doc any, path string) (any, error) {
 		}
 		cur = next
 	}
-	if multi {
-		return cur, nil
+	if len(cur) == 0 {
+		return nil, fmt.Errorf("jsonPath %q: result of web metric produced no value", path)
 	}
-	return cur[0], nil
+	return cur[0], nil // several matches: the first, as Argo's getValue takes it
+}
+
+// IsNoData reports whether a provider result is no data: nil, an empty list, or a
+// number (or list of numbers) that is all NaN.
+func IsNoData(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case float64:
+		return math.IsNaN(x)
+	case []float64:
+		for _, f := range x {
+			if !math.IsNaN(f) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		return len(x) == 0
+	}
+	return false
 }

@@ -179,8 +179,10 @@ func phaseMark(p analyzer.MeasurementPhase) string {
 		return "?"
 	case analyzer.MeasurementRunning:
 		return "…"
-	case "LowTraffic": // too few requests in the window: not counted, measured again
+	case analyzer.MeasurementLowTraffic: // too few requests in the window: not counted, measured again
 		return "~"
+	case analyzer.MeasurementTerminated: // its run ended before it completed; it decided nothing
+		return "■"
 	}
 	return "·"
 }
@@ -229,7 +231,17 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 		fmt.Fprintf(w, "  %s\n", st.Message)
 	}
 	if st.AbortLatencySeconds != nil {
-		fmt.Fprintf(w, "  abort applied %.3f s after the failing measurement\n", *st.AbortLatencySeconds)
+		switch st.AbortCause {
+		case analyzer.AbortByOperator:
+			fmt.Fprintf(w, "  abort applied %.3f s after the operator's command\n", *st.AbortLatencySeconds)
+		case analyzer.AbortByDataPlane:
+			fmt.Fprintf(w, "  abort applied %.3f s after the data plane refused the change\n", *st.AbortLatencySeconds)
+		default:
+			fmt.Fprintf(w, "  abort applied %.3f s after the failing measurement\n", *st.AbortLatencySeconds)
+		}
+	}
+	if st.PersistError != "" {
+		fmt.Fprintf(w, "  STATE NOT SAVED (only aborts take effect until it is): %s\n", st.PersistError)
 	}
 	for _, run := range st.AnalysisRuns {
 		fmt.Fprintf(w, "  analysis %s (%s, step %d): %s", run.Name, run.Kind, run.Step, run.Phase)

@@ -124,12 +124,17 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 	return exitOK, true
 }
 
-// stringList is a repeatable flag (-f a -f b), also accepting commas.
+// stringList is a repeatable flag of paths (-f a -f b), also accepting commas (-f a,b);
+// a value that names an existing path is taken whole, commas and all.
 type stringList []string
 
 func (s *stringList) String() string { return strings.Join(*s, ",") }
 
 func (s *stringList) Set(v string) error {
+	if _, err := os.Stat(v); err == nil {
+		*s = append(*s, v)
+		return nil
+	}
 	for _, p := range strings.Split(v, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			*s = append(*s, p)

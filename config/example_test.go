@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/sluice-mesh/sluice/internal/testenv"
 	"github.com/sluice-mesh/sluice/model"
 )
 
@@ -90,13 +91,37 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
+// argoExamplesDir finds the folder of Argo manifests written by others: $SLUICE_ARGO_EXAMPLES,
+// else shared/argo-examples in the module root or any directory above it (a worktree or a
+// clone may sit deeper than ../). It returns "" and the places tried when there is none.
+func argoExamplesDir() (string, string) {
+	if d := os.Getenv("SLUICE_ARGO_EXAMPLES"); d != "" {
+		return d, ""
+	}
+	root, err := testenv.ModuleRoot()
+	if err != nil {
+		return "", err.Error()
+	}
+	var tried []string
+	for dir := root; ; dir = filepath.Dir(dir) {
+		cand := filepath.Join(dir, "shared", "argo-examples")
+		if fi, err := os.Stat(cand); err == nil && fi.IsDir() {
+			return cand, ""
+		}
+		tried = append(tried, cand)
+		if filepath.Dir(dir) == dir {
+			return "", strings.Join(tried, ", ")
+		}
+	}
+}
+
 // TestArgoExamples loads every Rollout and AnalysisTemplate someone else wrote
-// (../shared/argo-examples): none may fail to parse; the only errors allowed are the
-// references and services the folder itself lacks, each listed here.
+// (shared/argo-examples above the repository): none may fail to parse; the only errors
+// allowed are the references and services the folder itself lacks, each listed here.
 func TestArgoExamples(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "argo-examples")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("SKIP: %s is missing (a user's clone has no ../shared): %v", dir, err)
+	dir, tried := argoExamplesDir()
+	if dir == "" {
+		testenv.Missing(t, "no Argo example manifests: tried "+tried+"; put them in a shared/argo-examples folder above the repository, or set SLUICE_ARGO_EXAMPLES=DIR")
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if len(files) < 10 {

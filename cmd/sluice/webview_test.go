@@ -22,7 +22,9 @@ import (
 func checkWebViewDuringDemo(addr string) func(*testing.T) {
 	bin, version, why := testenv.FindChromium()
 	if bin == "" {
-		return func(t *testing.T) { testenv.Missing(t, why+"; install the Debian package chromium (make test-deps does it when it can)") }
+		return func(t *testing.T) {
+			testenv.Missing(t, why+"; install the Debian package chromium (make test-deps does it when it can)")
+		}
 	}
 	// Wait for the first weight step so that the chart and step have something to show.
 	deadline := time.Now().Add(30 * time.Second)

@@ -55,7 +55,7 @@ func tableRows(text string) [][]string {
 	return rows
 }
 
-// codeSpans returns the Markdown code spans of cell: `x`, or ``x `y` z`` (a run of N
+// codeSpans returns the Markdown code spans of cell: `x`, or “x `y` z“ (a run of N
 // backticks closed by the next run of exactly N).
 func codeSpans(cell string) []string {
 	var out []string

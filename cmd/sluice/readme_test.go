@@ -55,8 +55,8 @@ func tableRows(text string) [][]string {
 	return rows
 }
 
-// codeSpans returns the Markdown code spans of cell: `x`, or “x `y` z“ (a run of N
-// backticks closed by the next run of exactly N).
+// codeSpans returns the Markdown code spans of cell: a run of N backticks up to the next
+// run of exactly N, so that a span opened by two backticks may hold single ones.
 func codeSpans(cell string) []string {
 	var out []string
 	run := func(i int) int { // length of the backtick run at i

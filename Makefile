@@ -53,6 +53,10 @@ bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canar
 e2e-router: test-deps ## Real-process rollouts behind the router: Prometheus, embedded, outage, kill -9, judge (~1 min)
 	$(GO) test -race -count=1 -v ./e2e/router
 
+.PHONY: e2e-ops
+e2e-ops: ## Operating serve with the real binary: taken ports, two serves on one stateDir, in-place reload (~10 s)
+	$(GO) test -race -count=1 -v ./e2e/ops
+
 e2e-mesh: test-deps ## Mesh end-to-end: proxyless gRPC clients routed by Sluice's xDS, real Prometheus (~25 s)
 	$(GO) test -race -count=1 -v ./e2e/mesh
 

@@ -21,7 +21,7 @@ import (
 // virtual time, saves a screenshot to png (when not empty) and returns the rendered DOM.
 func chromiumDOM(t *testing.T, url, png string) string {
 	t.Helper()
-	bin := testenv.LookPath(t, "chromium", "chromium", "chromium-browser")
+	bin := testenv.Chromium(t)
 	run := func(timeout time.Duration, extra ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout+60*time.Second)
 		defer cancel()

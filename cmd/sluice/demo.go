@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"text/template"
 	"time"
@@ -269,19 +267,21 @@ func runDemo(ctx context.Context, o demoOptions) (res demoResult, err error) {
 		return res, ctx.Err()
 	}
 
-	fmt.Fprintf(o.Out, "Sluice demo — config %s, log %s\n", cfgPath, logFile.Name())
-	fmt.Fprintf(o.Out, "  stable  %s (healthy)\n  canary  %s (returns 5%% errors)\n", stableAddr, canaryAddr)
-	fmt.Fprintf(o.Out, "  router  http://%s  (%d requests/s of steady load)\n", listenAddr, o.RPS)
-	fmt.Fprintf(o.Out, "  web view and API  http://%s   (try: sluice status --watch --admin %s)\n\n", rs.AdminAddr, rs.AdminAddr)
+	var header strings.Builder
+	fmt.Fprintf(&header, "Sluice demo — config %s, log %s\n", cfgPath, logFile.Name())
+	fmt.Fprintf(&header, "  stable  %s (healthy)\n  canary  %s (returns 5%% errors)\n", stableAddr, canaryAddr)
+	fmt.Fprintf(&header, "  router  http://%s  (%d requests/s of steady load)\n", listenAddr, o.RPS)
+	fmt.Fprintf(&header, "  web view and API  http://%s   (try: sluice status --watch --admin %s)\n\n", rs.AdminAddr, rs.AdminAddr)
+	_, _ = io.WriteString(o.Out, header.String())
 
 	if o.Started != nil {
 		o.Started(rs.AdminAddr)
 	}
-	load := &loadGen{url: "http://" + listenAddr + "/", rps: o.RPS}
+	load := &loadGen{url: "http://" + listenAddr + "/", rps: o.RPS, workers: 16}
 	wg.Add(1)
-	go func() { defer wg.Done(); load.run(ctx) }()
+	go func() { defer wg.Done(); load.run(ctx, ctx) }()
 
-	view := &demoView{out: o.Out, tty: o.TTY, load: load, start: time.Now(), adminAddr: rs.AdminAddr}
+	view := &demoView{out: o.Out, tty: o.TTY, load: load, start: time.Now(), header: header.String()}
 
 	// Release 1 starts with the configuration: a canary that fails 5% of its requests.
 	view.banner("Release 1: the canary fails 5% of its requests — Sluice should abort it and send everything back to stable")
@@ -378,79 +378,13 @@ func deciding(st analyzer.RolloutStatus) []string {
 	return out
 }
 
-// loadGen sends steady GET traffic through the router and counts answers by backend.
-type loadGen struct {
-	url string
-	rps int
-
-	stable, canary, errs, failed atomic.Int64
-}
-
-func (l *loadGen) run(ctx context.Context) {
-	tr := &http.Transport{MaxIdleConns: 64, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	const workers = 16
-	jobs := make(chan struct{}, workers)
-	var wg sync.WaitGroup
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range jobs {
-				l.one(ctx, hc)
-			}
-		}()
-	}
-	tick := time.NewTicker(time.Second / time.Duration(l.rps))
-	defer tick.Stop()
-	defer wg.Wait()
-	defer close(jobs)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			select {
-			case jobs <- struct{}{}:
-			default: // all workers busy: skip rather than pile up
-			}
-		}
-	}
-}
-
-func (l *loadGen) one(ctx context.Context, hc *http.Client) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.url, nil)
-	if err != nil {
-		return
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() == nil {
-			l.failed.Add(1)
-		}
-		return
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	switch resp.Header.Get(demobackend.HeaderBackend) {
-	case "stable":
-		l.stable.Add(1)
-	case "canary":
-		l.canary.Add(1)
-	}
-	if resp.StatusCode >= 500 {
-		l.errs.Add(1)
-	}
-}
-
 // demoView shows the demo live: a redrawn screen on a terminal, else one line per change.
 type demoView struct {
-	out       io.Writer
-	tty       bool
-	load      *loadGen
-	start     time.Time
-	adminAddr string
+	out    io.Writer
+	tty    bool
+	load   *loadGen
+	start  time.Time
+	header string // what the demo runs and where its files are: kept at the top of every redraw
 
 	banners  []string
 	events   []string
@@ -512,12 +446,13 @@ func (v *demoView) draw(st analyzer.RolloutStatus) {
 	v.lastDraw = time.Now()
 	var b strings.Builder
 	b.WriteString("\x1b[H\x1b[2J")
-	fmt.Fprintf(&b, "Sluice demo  %s   web view http://%s   Ctrl-C stops\n", time.Since(v.start).Round(time.Second), v.adminAddr)
+	b.WriteString(v.header)
+	fmt.Fprintf(&b, "%s   Ctrl-C stops\n", time.Since(v.start).Round(time.Second))
 	if n := len(v.banners); n > 0 {
 		fmt.Fprintf(&b, "%s\n", v.banners[n-1])
 	}
 	fmt.Fprintf(&b, "traffic: %d answered by stable, %d by canary, %d errors\n\n",
-		v.load.stable.Load(), v.load.canary.Load(), v.load.errs.Load())
+		v.load.answered("stable"), v.load.answered("canary"), v.load.errs.Load())
 	// Only the latest analysis run: the screen must fit a terminal.
 	if n := len(st.AnalysisRuns); n > 1 {
 		st.AnalysisRuns = st.AnalysisRuns[n-1:]
@@ -525,8 +460,8 @@ func (v *demoView) draw(st analyzer.RolloutStatus) {
 	renderStatus(&b, st, time.Now())
 	b.WriteString("\nWhat happened:\n")
 	ev := v.events
-	if len(ev) > 14 {
-		ev = ev[len(ev)-14:]
+	if len(ev) > 12 { // with the header, the screen fits 50 lines
+		ev = ev[len(ev)-12:]
 	}
 	for _, e := range ev {
 		b.WriteString(e + "\n")
@@ -556,7 +491,7 @@ func (v *demoView) summary(res demoResult) {
 		}
 	}
 	fmt.Fprintf(&b, "traffic: %d requests answered by stable, %d by canary, %d errors in total\n",
-		v.load.stable.Load(), v.load.canary.Load(), v.load.errs.Load())
+		v.load.answered("stable"), v.load.answered("canary"), v.load.errs.Load())
 	if res.AsExpected() {
 		b.WriteString("As expected: the bad canary was aborted, the good one promoted.\n")
 	} else {

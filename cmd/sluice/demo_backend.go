@@ -40,7 +40,7 @@ func runDemoBackend(ctx context.Context, c *command, args []string, stdout, stde
 		opts             demobackend.Options
 		listen, grpcAddr string
 	)
-	fs.StringVar(&listen, "listen", "127.0.0.1:9001", "HTTP address to serve (/, /health, /metrics); port 0 picks a free one")
+	fs.StringVar(&listen, "listen", "127.0.0.1:9001", "HTTP address to serve (/, /healthz and /health, /metrics); port 0 picks a free one")
 	fs.StringVar(&opts.Name, "name", "demo", "backend name, in every answer and the X-Sluice-Backend header")
 	fs.Float64Var(&opts.ErrorRate, "error-rate", 0, "fraction of requests (0..1) answered with 500 (gRPC: INTERNAL)")
 	fs.DurationVar(&opts.Latency, "latency", 40*time.Millisecond, "time each request takes")

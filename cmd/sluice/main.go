@@ -47,7 +47,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
-	case "-h", "--help", "-help", "help":
+	case "help":
+		if len(args) > 1 { // sluice help CMD: that command's help
+			c, ok := commands[args[1]]
+			if !ok {
+				fmt.Fprintf(stderr, "sluice help: unknown command %q\n\n", args[1])
+				printHelp(stderr)
+				return exitUsage
+			}
+			return c.run([]string{"--help"}, stdout, stderr)
+		}
+		printHelp(stdout)
+		return exitOK
+	case "-h", "--help", "-help":
 		printHelp(stdout)
 		return exitOK
 	case "--version", "-version":
@@ -73,7 +85,7 @@ func printHelp(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun `sluice COMMAND --help` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `sluice help COMMAND` (or `sluice COMMAND --help`) for a command's flags.")
 }
 
 // newFlagSet returns a flag set for c that prints c's usage and its flags on --help,
@@ -112,12 +124,17 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (int, bool) {
 	return exitOK, true
 }
 
-// stringList is a repeatable flag (-f a -f b), also accepting commas.
+// stringList is a repeatable flag of paths (-f a -f b), also accepting commas (-f a,b);
+// a value that names an existing path is taken whole, commas and all.
 type stringList []string
 
 func (s *stringList) String() string { return strings.Join(*s, ",") }
 
 func (s *stringList) Set(v string) error {
+	if _, err := os.Stat(v); err == nil {
+		*s = append(*s, v)
+		return nil
+	}
 	for _, p := range strings.Split(v, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			*s = append(*s, p)

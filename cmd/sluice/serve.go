@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer"
 	"github.com/sluice-mesh/sluice/analyzer/embedded"
 	"github.com/sluice-mesh/sluice/config"
+	"github.com/sluice-mesh/sluice/internal/statedir"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/router"
 )
@@ -79,10 +81,18 @@ type serveOptions struct {
 	Started func(*runningServer)
 }
 
-// startXDS starts the xDS server for x and returns it as a data plane, its node status
-// handler and its stop function (serve_xds.go sets it).
-var startXDS func(ctx context.Context, x *model.XDS, log *zap.Logger, reg prometheus.Registerer) (
-	plane analyzer.DataPlane, nodes http.Handler, stop func(), err error)
+// xdsServer is the xDS control plane as `sluice serve` uses it (*xds.Server).
+type xdsServer interface {
+	analyzer.DataPlane
+	// NodesHandler serves GET /api/v1/xds/nodes.
+	NodesHandler() http.Handler
+	// Start binds the xDS address and serves until Stop.
+	Start(ctx context.Context) error
+	Stop()
+}
+
+// newXDS builds, without binding it yet, the xDS server for x (serve_xds.go sets it).
+var newXDS func(x *model.XDS, log *zap.Logger, reg prometheus.Registerer) (xdsServer, error)
 
 // invalidConfigError: the configuration did not validate; its diagnostics were printed.
 type invalidConfigError struct{ n int }
@@ -111,6 +121,13 @@ func loadConfig(files []string) (*model.Config, config.Diagnostics, error) {
 }
 
 // runServe runs Sluice until ctx ends, then shuts down gracefully (the router drains).
+//
+// It binds first and decides afterwards: it takes the stateDir's lock, binds the admin
+// address, the xDS address and every router listener (applying the routing the stored
+// states ask for), and only then creates the rollout controller, which is the first to write
+// rollout state. When any of these fails it returns the reason (a *bindError for an
+// address, a *statedir.InUseError for a stateDir owned by another process) with nothing
+// written.
 func runServe(ctx context.Context, o serveOptions) error {
 	log := o.Logger
 	if log == nil {
@@ -119,6 +136,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 	if o.PollEvery <= 0 {
 		o.PollEvery = time.Second
 	}
+	stamps := stampConfig(o.Files)
 	cfg, diags, err := loadConfig(o.Files)
 	if err != nil {
 		if o.Stderr != nil {
@@ -132,6 +150,22 @@ func runServe(ctx context.Context, o serveOptions) error {
 		log.Warn("config", zap.String("diagnostic", d.String()))
 	}
 
+	// One owner per stateDir, for the life of the process.
+	stateDir := cfg.ControlPlane.StateDir
+	if stateDir != "" {
+		lock, err := statedir.Acquire(stateDir)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = lock.Release() }()
+	}
+	// What the router serves until the controller's first decision; reading the stored
+	// states now also stops a corrupt state file before anything is bound.
+	initial, err := initialSnapshot(cfg, stateDir, time.Now())
+	if err != nil {
+		return err
+	}
+
 	// appReg holds Sluice's own series: the embedded store reads it for analysis.
 	// /metrics serves it together with the Go runtime and process collectors.
 	appReg := prometheus.NewRegistry()
@@ -140,78 +174,44 @@ func runServe(ctx context.Context, o serveOptions) error {
 	gatherer := prometheus.Gatherers{appReg, runtimeReg}
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }() // runs last: after every server below has stopped
 
-	var planes []analyzer.DataPlane
-	var rt *router.Router
-	if len(cfg.Listeners) > 0 {
-		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg}); err != nil {
-			return fmt.Errorf("router: %w", err)
-		}
-		planes = append(planes, rt)
-		defer func() {
-			sctx, c := context.WithTimeout(context.Background(), 15*time.Second)
-			defer c()
-			if err := rt.Shutdown(sctx); err != nil {
-				log.Warn("router shutdown", zap.Error(err))
-			}
-		}()
-	}
-	var xdsNodes http.Handler
-	if x := cfg.ControlPlane.XDS; x != nil {
-		if startXDS == nil {
-			return errors.New("xds: the configuration asks for an xDS server, and this build has none")
-		}
-		plane, nodes, stop, err := startXDS(ctx, x, log.Named("xds"), appReg)
-		if err != nil {
-			return fmt.Errorf("xds: %w", err)
-		}
-		defer stop()
-		planes = append(planes, plane)
-		xdsNodes = nodes
-	}
-
-	store, err := embedded.New(embedded.Options{Gatherer: appReg, Logger: log.Named("embedded")})
-	if err != nil {
-		return fmt.Errorf("embedded metrics: %w", err)
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); store.Run(ctx) }()
-
-	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
-		DataPlanes: planes, StateDir: cfg.ControlPlane.StateDir, Embedded: store,
-		Judge: analyzer.NewJudgeFactory(appReg)})
-	if err != nil {
-		return fmt.Errorf("analyzer: %w", err)
-	}
-	runErr := make(chan error, 1)
-	wg.Add(1)
-	go func() { defer wg.Done(); runErr <- ctrl.Run(ctx) }()
-
+	// The admin address. The rollout endpoints answer 503 for the few milliseconds until
+	// the controller exists; /readyz says why.
 	var token string
 	if f := cfg.ControlPlane.Admin.TokenFile; f != "" {
 		if token, err = admin.LoadToken(f); err != nil {
 			return err
 		}
 	}
-	opts := admin.Options{Address: cfg.ControlPlane.Admin.Address, Token: token, Rollouts: ctrl,
-		Gatherer: gatherer, Registerer: appReg, Logger: log.Named("admin")}
-	opts.Nodes = xdsNodes
-	if rt != nil {
-		opts.Ready = append(opts.Ready, func() error {
-			if !rt.Ready() {
-				return errors.New("router listeners not bound yet")
+	var xs xdsServer
+	var xdsNodes http.Handler
+	if x := cfg.ControlPlane.XDS; x != nil {
+		if newXDS == nil {
+			return errors.New("xds: the configuration asks for an xDS server, and this build has none")
+		}
+		if xs, err = newXDS(x, log.Named("xds"), appReg); err != nil {
+			return fmt.Errorf("xds: %w", err)
+		}
+		xdsNodes = xs.NodesHandler()
+	}
+	var ctrlReady atomic.Bool
+	adm, err := admin.New(admin.Options{Address: cfg.ControlPlane.Admin.Address, Token: token,
+		Gatherer: gatherer, Registerer: appReg, Logger: log.Named("admin"), Nodes: xdsNodes,
+		Ready: []admin.ReadyFunc{func() error {
+			if !ctrlReady.Load() {
+				return errors.New("starting: the rollout controller is not running yet")
 			}
 			return nil
-		})
-	}
-	adm, err := admin.New(opts)
+		}}})
 	if err != nil {
 		return err
 	}
 	if err := adm.Start(); err != nil {
+		if be := asBindError("the admin address", cfg.ControlPlane.Admin.Address, err); be != nil {
+			return be
+		}
 		return err
 	}
 	defer func() {
@@ -220,8 +220,78 @@ func runServe(ctx context.Context, o serveOptions) error {
 		_ = adm.Shutdown(sctx)
 	}()
 
-	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm, adminAddr: cfg.ControlPlane.Admin.Address}
-	reloader.mtimes = statFiles(o.Files)
+	// The xDS address.
+	if xs != nil {
+		if err := xs.Start(ctx); err != nil {
+			if be := asBindError("the xDS address", cfg.ControlPlane.XDS.Address, err); be != nil {
+				return be
+			}
+			return fmt.Errorf("xds: %w", err)
+		}
+		defer xs.Stop()
+	}
+
+	// Every router listener, bound by applying the routing the stored states ask for. Last:
+	// when something else cannot be bound, no client request has reached Sluice yet.
+	var rt *router.Router
+	if len(cfg.Listeners) > 0 {
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg}); err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		defer func() {
+			sctx, c := context.WithTimeout(context.Background(), 15*time.Second)
+			defer c()
+			if err := rt.Shutdown(sctx); err != nil {
+				log.Warn("router shutdown", zap.Error(err))
+			}
+		}()
+		if err := rt.Apply(initial); err != nil {
+			if be := routerBindError(cfg, err); be != nil {
+				return be
+			}
+			return err
+		}
+		adm.AddReady(func() error {
+			if !rt.Ready() {
+				return errors.New("router: not serving (shutting down)")
+			}
+			return nil
+		})
+	}
+
+	// Everything is bound: now the controller may decide (and write state).
+	var planes []analyzer.DataPlane
+	if rt != nil {
+		planes = append(planes, rt)
+	}
+	if xs != nil {
+		planes = append(planes, xs)
+	}
+	store, err := embedded.New(embedded.Options{Gatherer: appReg, Logger: log.Named("embedded")})
+	if err != nil {
+		return fmt.Errorf("embedded metrics: %w", err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); store.Run(ctx) }()
+
+	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
+		DataPlanes: planes, StateDir: stateDir, Embedded: store,
+		Judge: analyzer.NewJudgeFactory(appReg)})
+	if err != nil {
+		return fmt.Errorf("analyzer: %w", err)
+	}
+	runErr := make(chan error, 1)
+	ctrlDone := make(chan struct{})
+	wg.Add(1)
+	go func() { defer wg.Done(); defer close(ctrlDone); runErr <- ctrl.Run(ctx) }()
+	// The controller stops before the data planes do: a decision taken while they shut
+	// down would be refused and saved as such.
+	defer func() { cancel(); <-ctrlDone }()
+	adm.SetRollouts(ctrl)
+	ctrlReady.Store(true)
+
+	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm,
+		adminAddr: cfg.ControlPlane.Admin.Address, stateDir: stateDir, stamps: stamps}
 	if o.Started != nil {
 		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: appReg,
 			Reload: reloader.reload})
@@ -248,7 +318,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 			log.Info("SIGHUP: reloading configuration")
 			_ = reloader.reload()
 		case <-poll.C:
-			if m := statFiles(o.Files); !sameTimes(m, reloader.lastTimes()) {
+			if !stampConfig(o.Files).equal(reloader.lastStamps()) {
 				log.Info("configuration files changed: reloading")
 				_ = reloader.reload()
 			}
@@ -263,21 +333,22 @@ type reloader struct {
 	ctrl      *analyzer.Controller
 	adm       *admin.Server
 	adminAddr string
+	stateDir  string
 
 	mu     sync.Mutex
-	mtimes map[string]time.Time
+	stamps configStamps // of the files as last read
 }
 
-func (r *reloader) lastTimes() map[string]time.Time {
+func (r *reloader) lastStamps() configStamps {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.mtimes
+	return r.stamps
 }
 
 func (r *reloader) reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.mtimes = statFiles(r.files)
+	r.stamps = stampConfig(r.files) // before reading: a write during the read is seen next time
 	cfg, diags, err := loadConfig(r.files)
 	if err != nil {
 		fields := make([]string, 0, len(diags))
@@ -291,6 +362,10 @@ func (r *reloader) reload() error {
 	if cfg.ControlPlane.Admin.Address != r.adminAddr {
 		r.log.Warn("admin address changed: takes effect after a restart",
 			zap.String("running", r.adminAddr), zap.String("configured", cfg.ControlPlane.Admin.Address))
+	}
+	if cfg.ControlPlane.StateDir != r.stateDir {
+		r.log.Warn("stateDir changed: takes effect after a restart",
+			zap.String("running", r.stateDir), zap.String("configured", cfg.ControlPlane.StateDir))
 	}
 	// The token file is read again on every reload, so a rotated token takes effect.
 	token := ""
@@ -309,29 +384,4 @@ func (r *reloader) reload() error {
 	}
 	r.log.Info("configuration reloaded", zap.Int("rollouts", len(cfg.Rollouts)))
 	return nil
-}
-
-// statFiles returns each file's modification time (zero when it cannot be read).
-func statFiles(files []string) map[string]time.Time {
-	m := make(map[string]time.Time, len(files))
-	for _, f := range files {
-		if fi, err := os.Stat(f); err == nil {
-			m[f] = fi.ModTime()
-		} else {
-			m[f] = time.Time{}
-		}
-	}
-	return m
-}
-
-func sameTimes(a, b map[string]time.Time) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if !b[k].Equal(v) {
-			return false
-		}
-	}
-	return true
 }

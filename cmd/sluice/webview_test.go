@@ -20,9 +20,11 @@ import (
 // checkWebViewDuringDemo waits until the demo's rollout is under way, renders the web
 // view in headless Chromium, and returns the assertions to run on the test's goroutine.
 func checkWebViewDuringDemo(addr string) func(*testing.T) {
-	bin, lookErr := exec.LookPath("chromium")
-	if lookErr != nil {
-		return func(t *testing.T) { testenv.LookPath(t, "chromium", "chromium", "chromium-browser") }
+	bin, version, why := testenv.FindChromium()
+	if bin == "" {
+		return func(t *testing.T) {
+			testenv.Missing(t, why+"; install the Debian package chromium (make test-deps does it when it can)")
+		}
 	}
 	// Wait for the first weight step so that the chart and step have something to show.
 	deadline := time.Now().Add(30 * time.Second)
@@ -91,7 +93,7 @@ func checkWebViewDuringDemo(addr string) func(*testing.T) {
 		if err := os.WriteFile(keep, pngBytes, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("screenshot of the web view during the demo: %s", keep)
+		t.Logf("screenshot of the web view during the demo (%s): %s", version, keep)
 		if t.Failed() {
 			t.Logf("DOM:\n%s", dom)
 		}

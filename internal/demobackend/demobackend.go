@@ -3,7 +3,8 @@
 // configurable fraction of them, names itself in every answer, and exports the
 // conventional request metrics through package instrument.
 //
-// HTTP: GET /health answers 200 "ok"; /metrics serves the Prometheus registry; every other
+// HTTP: GET /healthz (Sluice's default health-check path) and GET /health answer 200 "ok";
+// /metrics serves the Prometheus registry; every other
 // path and method is "the service": it waits Latency ± Jitter, then answers 200 with a JSON
 // body {"backend","method","path","status"}, or 500 with an "error" field for a fraction
 // ErrorRate of requests. Every answer carries the header X-Sluice-Backend: NAME.
@@ -159,14 +160,16 @@ type answer struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// Handler serves /health, /metrics and the service on every other path.
+// Handler serves /healthz, /health, /metrics and the service on every other path.
 func (b *Backend) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+	health := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(HeaderBackend, b.name)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
-	})
+	}
+	mux.HandleFunc("GET /health", health)
+	mux.HandleFunc("GET /healthz", health) // Sluice's default health-check path
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.gatherer, promhttp.HandlerOpts{}))
 	mux.Handle("/", b.metrics.Middleware(http.HandlerFunc(b.serveHTTP)))
 	return mux

@@ -67,9 +67,11 @@ func TestAnswersNameAndStatus(t *testing.T) {
 		t.Errorf("with error rate 1: %d %q", resp.StatusCode, body)
 	}
 
-	resp, body = get(t, srv.Client(), srv.URL+"/health")
-	if resp.StatusCode != 200 || body != "ok\n" {
-		t.Errorf("/health: %d %q (must not fail with the error rate)", resp.StatusCode, body)
+	for _, path := range []string{"/health", "/healthz"} { // /healthz: Sluice's default health check
+		resp, body = get(t, srv.Client(), srv.URL+path)
+		if resp.StatusCode != 200 || body != "ok\n" {
+			t.Errorf("%s: %d %q (must not fail with the error rate)", path, resp.StatusCode, body)
+		}
 	}
 }
 
@@ -89,6 +91,7 @@ func TestErrorRateFractionAndMetrics(t *testing.T) {
 		t.Errorf("%d of %d failed, want about 25%%", fails, n)
 	}
 	get(t, srv.Client(), srv.URL+"/health")
+	get(t, srv.Client(), srv.URL+"/healthz")
 	_, metrics := get(t, srv.Client(), srv.URL+"/metrics")
 	for _, want := range []string{
 		`http_requests_total{backend="stable",method="GET",route="/",status_code="200"} ` + strconv.Itoa(n-fails),
@@ -101,7 +104,7 @@ func TestErrorRateFractionAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if strings.Contains(metrics, `route="/health"`) || strings.Contains(metrics, `route="/metrics"`) {
+	if strings.Contains(metrics, `route="/health`) || strings.Contains(metrics, `route="/metrics"`) {
 		t.Error("health checks or scrapes were counted")
 	}
 }

@@ -24,9 +24,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,9 +118,9 @@ type Server struct {
 	fleets    [2]atomic.Pointer[gen]
 	unknownMu sync.Mutex
 	nodes     map[string]*node
-	streams map[*adsStream]struct{}
-	waiters map[*waiter]struct{}
-	nextID  int64
+	streams   map[*adsStream]struct{}
+	waiters   map[*waiter]struct{}
+	nextID    int64
 
 	grpc   *grpc.Server
 	lis    net.Listener

@@ -41,6 +41,9 @@ type sub struct {
 	everNamed bool
 	names     map[string]bool
 	key       string // subKey(names)
+	seen      bool
+	lastNames []string // as the last request listed them
+	cuts      [2]cutCache
 
 	sent      *cut   // the last response sent
 	sentNonce string // its nonce
@@ -64,7 +67,36 @@ type sentRecord struct {
 // subscribed reports whether the subscription includes name.
 func (s *sub) subscribed(name string) bool { return s.wildcard || s.names[name] }
 
-func (s *sub) cut(c *content) *cut { return c.cutFor(s.wildcard, s.key, s.names) }
+// cut returns the cut of c for the subscription, remembering the last two.
+func (s *sub) cut(c *content) *cut {
+	for _, cc := range s.cuts {
+		if cc.content == c {
+			return cc.cut
+		}
+	}
+	ct := c.cutFor(s.wildcard, s.key, s.names)
+	s.cuts[1], s.cuts[0] = s.cuts[0], cutCache{c, ct}
+	return ct
+}
+
+// cutCache remembers the cut of one content for a subscription.
+type cutCache struct {
+	content *content
+	cut     *cut
+}
+
+// covers reports whether the subscription includes every name of names.
+func (s *sub) covers(names []string) bool {
+	if s.wildcard {
+		return true
+	}
+	for _, n := range names {
+		if !s.names[n] {
+			return false
+		}
+	}
+	return true
+}
 
 // adsStream is one ADS stream.
 type adsStream struct {
@@ -146,7 +178,11 @@ func (st *adsStream) sendLoop(ctx context.Context) {
 			return
 		case <-st.wake:
 		}
-		for _, resp := range st.next() {
+		resps, changed := st.next()
+		if changed {
+			st.srv.streamChanged(st)
+		}
+		for _, resp := range resps {
 			if err := st.out.Send(resp); err != nil {
 				return // the stream is gone; the handler sees it on Recv
 			}
@@ -208,24 +244,27 @@ func (st *adsStream) onRequest(req *discoverygrpc.DiscoveryRequest) {
 			tm.latency.Observe(now.Sub(sb.sentAt).Seconds())
 		}
 	}
-	// The names: the whole subscription of this type, on every request.
+	// The names: the whole subscription of this type, on every request (usually the
+	// same as the last one).
 	names := req.GetResourceNames()
-	wildcard := (len(names) == 0 && !sb.everNamed) || slices.Contains(names, "*")
-	if len(names) > 0 {
-		sb.everNamed = true
-	}
-	set := make(map[string]bool, len(names))
-	for _, n := range names {
-		if n != "*" {
-			set[n] = true
+	if !sb.seen || !slices.Equal(names, sb.lastNames) {
+		sb.seen = true
+		sb.lastNames = slices.Clone(names)
+		wildcard := (len(names) == 0 && !sb.everNamed) || slices.Contains(names, "*")
+		if len(names) > 0 {
+			sb.everNamed = true
 		}
-	}
-	sb.wildcard, sb.names = wildcard, set
-	if key := subKey(set); key != sb.key {
-		sb.key = key
-	}
-	if k == kindLDS && !wildcard {
-		st.checkNamesLocked(set)
+		set := make(map[string]bool, len(names))
+		for _, n := range names {
+			if n != "*" {
+				set[n] = true
+			}
+		}
+		sb.wildcard, sb.names, sb.key = wildcard, set, subKey(set)
+		sb.cuts = [2]cutCache{}
+		if k == kindLDS && !wildcard {
+			st.checkNamesLocked(set)
+		}
 	}
 	changed := st.evaluateLocked()
 	st.mu.Unlock()
@@ -275,8 +314,9 @@ func (st *adsStream) checkNamesLocked(names map[string]bool) {
 	}
 }
 
-// next computes the responses to send now and records them as sent.
-func (st *adsStream) next() []*discoverygrpc.DiscoveryResponse {
+// next computes the responses to send now and records them as sent, and reports
+// whether the stream's applied version changed.
+func (st *adsStream) next() ([]*discoverygrpc.DiscoveryResponse, bool) {
 	st.mu.Lock()
 	want := st.planLocked(st.srv.target(st.shape))
 	var out []*discoverygrpc.DiscoveryResponse
@@ -298,11 +338,12 @@ func (st *adsStream) next() []*discoverygrpc.DiscoveryResponse {
 		out = append(out, ct.response(nonce))
 		st.srv.metrics.byType[kindURLs[k]].responses.Inc()
 	}
+	changed := st.evaluateLocked()
 	st.mu.Unlock()
 	if len(out) > 0 {
 		st.srv.countResponses(st.node, len(out))
 	}
-	return out
+	return out, changed
 }
 
 // inPlaceLocked reports whether the stream holds c for kind k: its last response of k
@@ -315,36 +356,24 @@ func (st *adsStream) inPlaceLocked(k kind, c *content) bool {
 	if sb == nil {
 		return len(required) == 0
 	}
-	if !sb.answered || sb.acked == nil {
-		return false
-	}
-	if sb.acked.version != sb.cut(c).version {
-		return false
-	}
-	for _, n := range required {
-		if !sb.subscribed(n) {
-			return false
-		}
-	}
-	return true
+	return sb.answered && sb.acked != nil && sb.acked.version == sb.cut(c).version && sb.covers(required)
 }
 
 // requiredLocked returns the names of kind k the stream must subscribe to, given what
-// it holds of the kind it depends on.
+// it holds of the kind it depends on: the endpoints of its clusters, the routes of its
+// listeners.
 func (st *adsStream) requiredLocked(k kind) []string {
+	var parent kind
 	switch k {
 	case kindEDS:
-		if sb := st.subs[kindCDS]; sb != nil && sb.acked != nil {
-			return sb.acked.names
-		}
+		parent = kindCDS
 	case kindRDS:
-		if sb := st.subs[kindLDS]; sb != nil && sb.acked != nil {
-			var out []string
-			for _, n := range sb.acked.names {
-				out = append(out, sb.acked.content.byName[n].refs...)
-			}
-			return out
-		}
+		parent = kindLDS
+	default:
+		return nil
+	}
+	if sb := st.subs[parent]; sb != nil && sb.acked != nil {
+		return sb.acked.refs
 	}
 	return nil
 }
@@ -375,7 +404,7 @@ func (st *adsStream) planLocked(t *gen) *gen {
 	cds, eds := t.c[kindCDS], t.c[kindEDS]
 	if old := st.ackedContent(kindCDS); old != nil {
 		if u := cds.union(old); u != cds {
-			cds, eds = u, makeEndpoints(u, t.c[kindEDS], st.ackedContent(kindEDS))
+			cds, eds = u, u.endpointsFor(t.c[kindEDS], st.ackedContent(kindEDS))
 		}
 	}
 	want.c[kindCDS] = cds
@@ -421,22 +450,6 @@ func (st *adsStream) evaluateLocked() bool {
 	}
 	st.applied = t.version
 	return true
-}
-
-// makeEndpoints returns the endpoints of the clusters in cds: the target's, and for the
-// clusters only old holds, the ones old held. Endpoints are keyed by cluster name.
-func makeEndpoints(cds, target, old *content) *content {
-	rs := make([]*resource, 0, len(cds.names))
-	for _, n := range cds.names {
-		if r, ok := target.byName[n]; ok {
-			rs = append(rs, r)
-		} else if old != nil {
-			if r, ok := old.byName[n]; ok {
-				rs = append(rs, r)
-			}
-		}
-	}
-	return newContent(kindEDS, rs)
 }
 
 // routeConfigNames returns the route configurations a listener takes over RDS.

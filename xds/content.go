@@ -80,6 +80,8 @@ type content struct {
 	cuts map[string]*cut // by subscription key
 	// unions caches union(old, this) by old (see union).
 	unions map[*content]*content
+	// endpoints caches endpointsFor by its arguments.
+	endpoints map[[2]*content]*content
 }
 
 func newContent(k kind, rs []*resource) *content {
@@ -108,6 +110,9 @@ type cut struct {
 	version   string
 	names     []string // returned, sorted
 	resources []*anypb.Any
+	// refs are the names of the dependent kind a client holding this cut subscribes to:
+	// the endpoints of these clusters (CDS), the routes of these listeners (LDS).
+	refs []string
 }
 
 // response returns a DiscoveryResponse for one stream: its own struct (the nonce
@@ -148,6 +153,12 @@ func (c *content) cutFor(wildcard bool, key string, names map[string]bool) *cut 
 		r := c.byName[n]
 		ct.names = append(ct.names, n)
 		ct.resources = append(ct.resources, r.any)
+		switch c.kind {
+		case kindCDS:
+			ct.refs = append(ct.refs, n)
+		case kindLDS:
+			ct.refs = append(ct.refs, r.refs...)
+		}
 		h.Write([]byte(n))
 		h.Write([]byte{0})
 		h.Write(r.hash[:])
@@ -263,4 +274,34 @@ func newGen(version uint64, res *Resources, prev *gen) (*gen, error) {
 		g.c[k] = c
 	}
 	return g, nil
+}
+
+// endpointsFor returns the endpoints of the clusters in c (a CDS content): the target's,
+// and for the clusters only old holds, the ones old held. The result is cached.
+func (c *content) endpointsFor(target, old *content) *content {
+	key := [2]*content{target, old}
+	c.mu.Lock()
+	e, ok := c.endpoints[key]
+	c.mu.Unlock()
+	if ok {
+		return e
+	}
+	rs := make([]*resource, 0, len(c.names))
+	for _, n := range c.names {
+		if r, ok := target.byName[n]; ok {
+			rs = append(rs, r)
+		} else if old != nil {
+			if r, ok := old.byName[n]; ok {
+				rs = append(rs, r)
+			}
+		}
+	}
+	e = newContent(kindEDS, rs)
+	c.mu.Lock()
+	if c.endpoints == nil || len(c.endpoints) > 64 {
+		c.endpoints = map[[2]*content]*content{}
+	}
+	c.endpoints[key] = e
+	c.mu.Unlock()
+	return e
 }

@@ -283,16 +283,10 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 	}
 	s.metrics.version.Set(float64(snap.Version))
 	s.mu.Unlock()
-	// Each stream's own goroutine computes and sends its next step, so the fleet is
-	// served in parallel and a slow node holds up nobody. A stream whose state already
-	// matches the new generation (nothing changed for it) counts as applied at once.
+	// Each stream's own goroutine computes and sends its next step (or finds it already
+	// holds everything, when nothing changed for it), so the fleet is served in
+	// parallel and a slow node holds up nobody.
 	for _, st := range streams {
-		st.mu.Lock()
-		changed := st.evaluateLocked()
-		st.mu.Unlock()
-		if changed {
-			s.streamChanged(st)
-		}
 		st.poke()
 	}
 	s.log.Debug("applied snapshot", zap.Uint64("version", snap.Version), zap.Int("streams", len(streams)))

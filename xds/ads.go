@@ -267,6 +267,7 @@ func (st *adsStream) onRequest(req *discoverygrpc.DiscoveryRequest) {
 		}
 	}
 	changed := st.evaluateLocked()
+	more := st.wantsLocked()
 	st.mu.Unlock()
 	if nacked {
 		tm.nacks.Inc()
@@ -276,7 +277,9 @@ func (st *adsStream) onRequest(req *discoverygrpc.DiscoveryRequest) {
 	if nacked || changed {
 		s.streamChanged(st)
 	}
-	st.poke()
+	if more {
+		st.poke()
+	}
 }
 
 // versionOf returns the model version of the push with the given nonce (0: unknown).
@@ -318,23 +321,17 @@ func (st *adsStream) checkNamesLocked(names map[string]bool) {
 // whether the stream's applied version changed.
 func (st *adsStream) next() ([]*discoverygrpc.DiscoveryResponse, bool) {
 	st.mu.Lock()
-	want := st.planLocked(st.srv.target(st.shape))
-	var out []*discoverygrpc.DiscoveryResponse
+	cuts, version := st.dueLocked()
+	out := make([]*discoverygrpc.DiscoveryResponse, 0, len(cuts))
 	now := time.Now()
-	for k := range numKinds {
-		sb, c := st.subs[k], want.c[k]
-		if sb == nil || c == nil || !sb.answered {
-			continue
-		}
-		ct := sb.cut(c)
-		if sb.acked != nil && sb.acked.version == ct.version {
-			continue
-		}
+	for _, ct := range cuts {
+		k := ct.content.kind
+		sb := st.subs[k]
 		st.nonce++
 		nonce := strconv.FormatUint(st.nonce, 10)
-		sb.sent, sb.sentNonce, sb.sentAt, sb.sentFor, sb.answered = ct, nonce, now, want.version, false
+		sb.sent, sb.sentNonce, sb.sentAt, sb.sentFor, sb.answered = ct, nonce, now, version, false
 		copy(sb.recent[1:], sb.recent[:len(sb.recent)-1])
-		sb.recent[0] = sentRecord{nonce, want.version}
+		sb.recent[0] = sentRecord{nonce, version}
 		out = append(out, ct.response(nonce))
 		st.srv.metrics.byType[kindURLs[k]].responses.Inc()
 	}
@@ -344,6 +341,32 @@ func (st *adsStream) next() ([]*discoverygrpc.DiscoveryResponse, bool) {
 		st.srv.countResponses(st.node, len(out))
 	}
 	return out, changed
+}
+
+// wantsLocked reports whether the stream has a response due.
+func (st *adsStream) wantsLocked() bool {
+	cuts, _ := st.dueLocked()
+	return len(cuts) > 0
+}
+
+// dueLocked returns the cuts to send now, in ADS order, and the model version they are
+// for: for each kind the stream subscribes to with no response in flight, the cut of
+// what the plan wants, unless the stream already holds it.
+func (st *adsStream) dueLocked() ([]*cut, uint64) {
+	want := st.planLocked(st.srv.target(st.shape))
+	var out []*cut
+	for k := range numKinds {
+		sb, c := st.subs[k], want.c[k]
+		if sb == nil || c == nil || !sb.answered {
+			continue
+		}
+		ct := sb.cut(c)
+		if sb.acked != nil && sb.acked.version == ct.version {
+			continue
+		}
+		out = append(out, ct)
+	}
+	return out, want.version
 }
 
 // inPlaceLocked reports whether the stream holds c for kind k: its last response of k

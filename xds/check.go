@@ -218,7 +218,7 @@ func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clust
 
 // MaxRegexProgramSize is Envoy's default re2.max_program_size.error_level: Envoy NACKs a
 // route whose safe_regex compiles to a larger RE2 program.
-const MaxRegexProgramSize = 100
+const MaxRegexProgramSize = re2.EnvoyDefaultLimit
 
 // checkMatch compiles every regex the way grpc-go and Envoy's RE2 would reject it.
 func checkMatch(where string, m *routev3.RouteMatch, add func(string, ...any)) {

@@ -19,6 +19,10 @@ import (
 	"unicode/utf8"
 )
 
+// EnvoyDefaultLimit is Envoy's default re2.max_program_size.error_level: a safe_regex
+// whose program is larger is refused (the route configuration is NACKed).
+const EnvoyDefaultLimit = 100
+
 // ProgramSize returns the estimated size of RE2's program for expr, or the parse error.
 func ProgramSize(expr string) (int, error) {
 	re, err := syntax.Parse(expr, syntax.Perl)

@@ -18,7 +18,7 @@ func TestProgramSizeKnownFigures(t *testing.T) {
 func TestProgramSizeOverEnvoysDefault(t *testing.T) {
 	over := []string{
 		"/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*/asdf/.*", // Envoy's own over-limit example
-		"/static/[a-zA-Z0-9._-]{0,200}/[a-zA-Z0-9._-]{0,200}",                             // kumahq/kuma#2103
+		"/static/[a-zA-Z0-9._-]{0,200}/[a-zA-Z0-9._-]{0,200}",                              // kumahq/kuma#2103
 		"[a-z]{101}", // one byte range per copy
 		"(.*,){8}",
 	}

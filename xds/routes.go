@@ -224,8 +224,9 @@ func routesFor(l *model.Listener, idx int, clusters map[string]*model.Cluster, s
 				headerMatcher(model.HeaderMatch{Name: InternalHeader, Value: model.StringMatch{Exact: "true"}}),
 				headerMatcher(h),
 			}
-			ds = append(ds, decision{name: name + "/internal/" + strconv.Itoa(i), when: when,
-				action: single(InternalClusterName(r.InternalCluster))})
+			a := single(InternalClusterName(r.InternalCluster))
+			setTimeout(a, timeoutOf(r.InternalCluster), shape)
+			ds = append(ds, decision{name: name + "/internal/" + strconv.Itoa(i), when: when, action: a})
 		}
 	}
 	for _, hr := range r.HeaderRoutes {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,10 +90,11 @@ func TestServerEnvoyFleetWeightChangeIsRDSOnly(t *testing.T) {
 	}
 	cc := dialPlain(t, s.Addr().String())
 	counters := make([]*typeCounter, 3)
+	clients := make([]*xdstest.Client, 3)
 	for i := range counters {
 		counters[i] = &typeCounter{}
 		id := []string{"envoy-a", "envoy-b", ""}[i] // an empty node id is served too
-		startEnvoy(t, cc, xdstest.Options{Node: &corev3.Node{Id: id, Cluster: "edge"}, OnResponse: counters[i].add})
+		clients[i] = startEnvoy(t, cc, xdstest.Options{Node: &corev3.Node{Id: id, Cluster: "edge"}, OnResponse: counters[i].add})
 	}
 	eventually(t, 5*time.Second, "three nodes with routes", func() bool {
 		n := 0
@@ -131,6 +133,20 @@ func TestServerEnvoyFleetWeightChangeIsRDSOnly(t *testing.T) {
 		}
 		if after[resourcev3.RouteType] != before[i][resourcev3.RouteType]+1 {
 			t.Errorf("client %d: RDS responses %d→%d, want one more", i, before[i][resourcev3.RouteType], after[resourcev3.RouteType])
+		}
+		// The pushed routes carry the new weight.
+		rc := clients[i].RouteConfiguration("svc")
+		var weights []string
+		for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+			for _, w := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				weights = append(weights, fmt.Sprintf("%s=%d", w.GetName(), w.GetWeight().GetValue()))
+			}
+		}
+		if strings.Join(weights, ",") != "stable=40,canary=60" {
+			t.Errorf("client %d holds weights %v, want stable=40,canary=60", i, weights)
+		}
+		if st := clients[i].Stats(); len(st.Violations) > 0 || st.NACKs > 0 {
+			t.Errorf("client %d: %v, %d NACKs", i, st.Violations, st.NACKs)
 		}
 	}
 	if v, ok := s.AckedVersion(); !ok || v != 2 {

@@ -48,7 +48,8 @@ type Options struct {
 	// Reject, when set, is asked about every response Envoy's own rules accept; a
 	// non-nil error NACKs it.
 	Reject func(*discoverygrpc.DiscoveryResponse) error
-	// OnResponse, when set, is called after each response is answered (ACK or NACK).
+	// OnResponse, when set, is called for each response once it is applied (or refused)
+	// and before it is answered, so a server that saw the answer has seen the call.
 	OnResponse func(resp *discoverygrpc.DiscoveryResponse, nacked bool)
 	// Lenient skips the validation of resources (decode's checks) to save CPU in
 	// benchmarks; warming and violations are still tracked.
@@ -275,6 +276,9 @@ func (c *Client) handle(resp *discoverygrpc.DiscoveryResponse) error {
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
+	if c.opts.OnResponse != nil {
+		c.opts.OnResponse(resp, reject != nil)
+	}
 	if err := c.stream.Send(req); err != nil {
 		return err
 	}
@@ -282,9 +286,6 @@ func (c *Client) handle(resp *discoverygrpc.DiscoveryResponse) error {
 		if err := c.stream.Send(s); err != nil {
 			return err
 		}
-	}
-	if c.opts.OnResponse != nil {
-		c.opts.OnResponse(resp, reject != nil)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,7 +152,7 @@ func (s *Server) StreamAggregatedResources(out discoverygrpc.AggregatedDiscovery
 		}
 		st.onRequest(req)
 		if req, err = out.Recv(); err != nil {
-			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+			if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
 				return nil
 			}
 			return err

@@ -95,7 +95,7 @@ type node struct {
 	key, id, cluster, userAgent string
 	shape                       Shape
 	streams                     map[*adsStream]struct{}
-	responses                   uint64
+	responses                   atomic.Uint64
 	// gone is when the node's last stream closed (zero while connected).
 	gone time.Time
 	// unknown holds the listener names the node asked for that were not served, logged once.
@@ -120,12 +120,14 @@ type Server struct {
 	nodes     map[string]*node
 	streams   map[*adsStream]struct{}
 	waiters   map[*waiter]struct{}
-	nextID    int64
+	// waiting counts WaitApplied calls in progress, so that streams skip s.mu when
+	// nobody waits. It is raised before a call reads any stream's state.
+	waiting atomic.Int64
+	nextID  int64
 
-	grpc   *grpc.Server
-	lis    net.Listener
-	cancel context.CancelFunc
-	done   chan struct{}
+	grpc *grpc.Server
+	lis  net.Listener
+	done chan struct{}
 }
 
 // New creates a Server; it does not listen until Start.
@@ -183,9 +185,8 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	gs := grpc.NewServer(sopts...)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s)
-	_, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
-	s.grpc, s.lis, s.cancel, s.done = gs, lis, cancel, make(chan struct{})
+	s.grpc, s.lis, s.done = gs, lis, make(chan struct{})
 	done := s.done
 	s.mu.Unlock()
 	go func() {
@@ -219,12 +220,11 @@ func (s *Server) Addr() net.Addr {
 // keep their last configuration and reconnect. Safe to call more than once.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	gs, cancel, done := s.grpc, s.cancel, s.done
+	gs, done := s.grpc, s.done
 	s.mu.Unlock()
 	if gs == nil {
 		return
 	}
-	cancel()
 	gs.Stop() // ADS streams never end on their own, so GracefulStop would only wait
 	<-done
 }
@@ -365,11 +365,7 @@ func (s *Server) firstUnknown(n *node, name string) bool {
 	return true
 }
 
-func (s *Server) countResponses(n *node, k int) {
-	s.mu.Lock()
-	n.responses += uint64(k)
-	s.mu.Unlock()
-}
+func (s *Server) countResponses(n *node, k int) { n.responses.Add(uint64(k)) }
 
 // waiter is one WaitApplied call: the streams it still waits for.
 type waiter struct {
@@ -380,6 +376,9 @@ type waiter struct {
 
 // streamChanged updates the waiters after a stream applied a version, NACKed or closed.
 func (s *Server) streamChanged(st *adsStream) {
+	if s.waiting.Load() == 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streamChangedLocked(st)
@@ -427,6 +426,8 @@ func (s *Server) WaitApplied(ctx context.Context, version uint64) error {
 		ctx, cancel = context.WithTimeout(ctx, s.opts.AckTimeout)
 		defer cancel()
 	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
 	s.mu.Lock()
 	w := &waiter{version: version, pending: map[*adsStream]bool{}, done: make(chan error, 1)}
 	for st := range s.streams {

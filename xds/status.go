@@ -56,7 +56,7 @@ func (s *Server) Nodes() []NodeStatus {
 	for _, n := range s.nodes {
 		ns := NodeStatus{
 			Key: n.key, ID: n.id, Cluster: n.cluster, UserAgent: n.userAgent, Shape: n.shape,
-			Connected: len(n.streams) > 0, Streams: len(n.streams), Responses: n.responses, Types: []TypeState{},
+			Connected: len(n.streams) > 0, Streams: len(n.streams), Responses: n.responses.Load(), Types: []TypeState{},
 		}
 		streams := make([]*adsStream, 0, len(n.streams)+1)
 		for st := range n.streams {

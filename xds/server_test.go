@@ -18,6 +18,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -341,5 +342,79 @@ func TestServerForgetsLongGoneNodes(t *testing.T) {
 	s.mu.Unlock()
 	if n := nodeByID(s, "gone"); n != nil {
 		t.Fatalf("node kept after %v: %+v", 2*forgetAfter, n)
+	}
+}
+
+// TestLateNACKOfAnOlderPushIsNotChargedToANewerOne: a NACK carries the nonce of the
+// response it answers; one answering an older push (here, a duplicate answer to the
+// first response, arriving after the second was sent) is counted against that push and
+// must not fail the newer snapshot.
+func TestLateNACKOfAnOlderPushIsNotChargedToANewerOne(t *testing.T) {
+	s := startXDS(t, "127.0.0.1:0", nil)
+	if err := s.Apply(e2eSnapshot(1, "127.0.0.1:1", []string{"127.0.0.1:2"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	cc := dialPlain(t, s.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() *discoverygrpc.DiscoveryResponse {
+		t.Helper()
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "raw", UserAgentName: "envoy"}, TypeUrl: resourcev3.ClusterType})
+	cds1 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: cds1.VersionInfo, ResponseNonce: cds1.Nonce})
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"canary", "stable"}})
+	eds1 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds1.VersionInfo, ResponseNonce: eds1.Nonce,
+		ResourceNames: []string{"canary", "stable"}})
+	waitApplied(t, s, 1)
+
+	// Version 2 changes the canary's endpoints: a new EDS response.
+	if err := s.Apply(e2eSnapshot(2, "127.0.0.1:1", []string{"127.0.0.1:3"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	eds2 := recv()
+	if eds2.GetTypeUrl() != resourcev3.EndpointType || eds2.Nonce == eds1.Nonce {
+		t.Fatalf("want a new EDS response, got %s nonce %s", eds2.GetTypeUrl(), eds2.Nonce)
+	}
+	// A late NACK naming the first response's nonce, then the ACK of the second.
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds1.VersionInfo, ResponseNonce: eds1.Nonce,
+		ResourceNames: []string{"canary", "stable"}, ErrorDetail: &status.Status{Code: 3, Message: "late complaint"}})
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds2.VersionInfo, ResponseNonce: eds2.Nonce,
+		ResourceNames: []string{"canary", "stable"}})
+	waitApplied(t, s, 2)
+	if n := nodeByID(s, "raw"); n.LastNACK != nil || n.Reverted || n.AppliedVersion != 2 {
+		t.Fatalf("node after a late NACK: %+v", n)
+	}
+	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues("EDS")); got != 1 {
+		t.Fatalf("the late NACK was not counted: %v", got)
+	}
+
+	// A NACK of the current push, by contrast, fails its version at once.
+	if err := s.Apply(e2eSnapshot(3, "127.0.0.1:1", []string{"127.0.0.1:4"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	eds3 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds2.VersionInfo, ResponseNonce: eds3.Nonce,
+		ResourceNames: []string{"canary", "stable"}, ErrorDetail: &status.Status{Code: 3, Message: "bad endpoints"}})
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := s.WaitApplied(wctx, 3); err == nil || !strings.Contains(err.Error(), "bad endpoints") || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("WaitApplied(3) = %v, want the NACK of version 3", err)
 	}
 }

@@ -26,7 +26,7 @@ import (
 
 // MaxProgramSize is Envoy's default re2.max_program_size.error_level: a safe_regex whose
 // RE2 program is larger is refused.
-const MaxProgramSize = 100
+const MaxProgramSize = re2.EnvoyDefaultLimit
 
 // validator is what every generated Envoy message implements (protoc-gen-validate).
 type validator interface{ ValidateAll() error }

@@ -60,7 +60,8 @@ type Options struct {
 type Stats struct {
 	Responses, ACKs, NACKs int
 	// Violations lists every moment, right after applying a response, in which a route
-	// sent traffic to a cluster that was absent or warming (a 503 window on Envoy).
+	// sent traffic to a cluster that was absent or warming (a 503 window on Envoy), and
+	// every response the client did not ask for.
 	Violations []string
 	// Served503 counts Match answers of 503 because the chosen cluster was not usable.
 	Served503 int
@@ -104,6 +105,7 @@ type Client struct {
 	accepted  map[string]string // type URL → last ACKed version
 	nonces    map[string]string
 	names     map[string][]string // EDS / RDS names subscribed
+	everNamed map[string]bool     // every EDS / RDS name ever subscribed
 	clusters  map[string]*clusterState
 	listeners map[string]*listenerState
 	routes    map[string]*routev3.RouteConfiguration
@@ -128,7 +130,7 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, opts Options) (*C
 	}
 	c := &Client{
 		opts: opts, stream: stream, cancel: cancel, done: make(chan struct{}),
-		accepted: map[string]string{}, nonces: map[string]string{}, names: map[string][]string{},
+		accepted: map[string]string{}, nonces: map[string]string{}, names: map[string][]string{}, everNamed: map[string]bool{},
 		clusters: map[string]*clusterState{}, listeners: map[string]*listenerState{},
 		routes: map[string]*routev3.RouteConfiguration{}, changed: make(chan struct{}),
 	}
@@ -250,6 +252,7 @@ func (c *Client) handle(resp *discoverygrpc.DiscoveryResponse) error {
 	c.mu.Lock()
 	c.stats.Responses++
 	url := resp.GetTypeUrl()
+	c.checkSolicited(resp, msgs)
 	c.nonces[url] = resp.GetNonce()
 	req := &discoverygrpc.DiscoveryRequest{TypeUrl: url, ResponseNonce: resp.GetNonce(), VersionInfo: c.accepted[url]}
 	var subs []*discoverygrpc.DiscoveryRequest
@@ -300,6 +303,9 @@ func (c *Client) resubscribe(typeURL string, names []string) *discoverygrpc.Disc
 		return nil
 	}
 	c.names[typeURL] = names
+	for _, n := range names {
+		c.everNamed[n] = true
+	}
 	return &discoverygrpc.DiscoveryRequest{
 		TypeUrl:       typeURL,
 		ResourceNames: names,
@@ -420,6 +426,26 @@ func (c *Client) apply(url string, msgs []proto.Message) {
 	for _, ls := range c.listeners {
 		if w := ls.warming; w != nil && (w.routeConfig() == "" || c.routes[w.routeConfig()] != nil) {
 			ls.active, ls.warming = w, nil
+		}
+	}
+}
+
+// checkSolicited records a violation for a response of a type the client never asked
+// for, or carrying resources of a named subscription it did not name.
+func (c *Client) checkSolicited(resp *discoverygrpc.DiscoveryResponse, msgs []proto.Message) {
+	url := resp.GetTypeUrl()
+	if url == resourcev3.ClusterType || url == resourcev3.ListenerType {
+		return // wildcard subscriptions, asked for at the start
+	}
+	if _, asked := c.names[url]; !asked {
+		c.stats.Violations = append(c.stats.Violations, fmt.Sprintf("unsolicited %s response (version %s)", shortType(url), resp.GetVersionInfo()))
+		return
+	}
+	// A name dropped from the subscription may still come in a response crossing the
+	// request on the wire (Envoy ignores it); one never asked for may not.
+	for _, m := range msgs {
+		if n := resourceName(m); !c.everNamed[n] {
+			c.stats.Violations = append(c.stats.Violations, fmt.Sprintf("%s response carries %q, which the client did not ask for", shortType(url), n))
 		}
 	}
 }

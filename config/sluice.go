@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluice-mesh/sluice/internal/re2"
 	"github.com/sluice-mesh/sluice/model"
 )
 
@@ -247,6 +248,9 @@ func (d *dec) stringMatch(o *obj, alias string) (model.StringMatch, bool) {
 		case "regex":
 			if _, err := regexp.Compile(s); err != nil {
 				d.errf(v, CodeValue, "%s: %q is not an RE2 regular expression: %v", o.sub(f), s, err)
+			} else if n, _ := re2.ProgramSize(s); n > re2.EnvoyDefaultLimit {
+				d.warnf(v, CodeValue, "%s: %q compiles to an RE2 program of about %d instructions, over Envoy's default limit of %d: "+
+					"the xDS server refuses routes using it (Envoy would NACK them); the router accepts it", o.sub(f), s, n, re2.EnvoyDefaultLimit)
 			}
 			sm.Regex = s
 		}

@@ -10,6 +10,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/sluice-mesh/sluice/internal/re2"
 )
 
 // validator is what every generated Envoy message implements.
@@ -214,11 +216,15 @@ func checkRouteConfig(rc *routev3.RouteConfiguration, clusters map[string]*clust
 	}
 }
 
+// MaxRegexProgramSize is Envoy's default re2.max_program_size.error_level: Envoy NACKs a
+// route whose safe_regex compiles to a larger RE2 program.
+const MaxRegexProgramSize = re2.EnvoyDefaultLimit
+
 // checkMatch compiles every regex the way grpc-go and Envoy's RE2 would reject it.
 func checkMatch(where string, m *routev3.RouteMatch, add func(string, ...any)) {
 	re := func(r *matcherv3.RegexMatcher) {
-		if _, err := regexp.Compile(r.GetRegex()); err != nil {
-			add("%s: bad regex %q: %v", where, r.GetRegex(), err)
+		if err := CheckRegex(r.GetRegex()); err != nil {
+			add("%s: %v", where, err)
 		}
 	}
 	if sr := m.GetSafeRegex(); sr != nil {
@@ -229,4 +235,20 @@ func checkMatch(where string, m *routev3.RouteMatch, add func(string, ...any)) {
 			re(sr)
 		}
 	}
+}
+
+// CheckRegex reports why Envoy (RE2, with the default program size limit) or grpc-go
+// would refuse a safe_regex, or nil.
+func CheckRegex(expr string) error {
+	if _, err := regexp.Compile(expr); err != nil {
+		return fmt.Errorf("bad regex %q: %v", expr, err)
+	}
+	n, err := re2.ProgramSize(expr)
+	if err != nil {
+		return fmt.Errorf("bad regex %q: %v", expr, err)
+	}
+	if n > MaxRegexProgramSize {
+		return fmt.Errorf("regex %q: RE2 program size of about %d > max program size of %d (Envoy's default re2.max_program_size.error_level)", expr, n, MaxRegexProgramSize)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -136,6 +138,21 @@ func canaryShare(t *testing.T, c testgrpc.TestServiceClient, n int, md ...string
 	return float64(canary) / float64(n)
 }
 
+// checkShare fails unless share, measured over n independent picks, is within four
+// binomial standard deviations of want, and that bound is at most resolution: enough
+// picks to tell want from a weight resolution away (a canary getting nothing, or 10
+// points more, fails).
+func checkShare(t *testing.T, share float64, n int, want, resolution float64) {
+	t.Helper()
+	tol := 4 * math.Sqrt(want*(1-want)/float64(n))
+	if tol > resolution {
+		t.Fatalf("%d picks give a bound of ±%.3f around %.2f: too few to tell it from ±%.2f", n, tol, want, resolution)
+	}
+	if math.Abs(share-want) > tol {
+		t.Fatalf("share %.4f of %d picks, want %.2f ± %.3f (4 binomial standard deviations)", share, n, want, tol)
+	}
+}
+
 // eventually polls cond every 5 ms until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
@@ -197,34 +214,30 @@ func TestE2EProxylessGRPC(t *testing.T) {
 	t.Run("split 90/10 over 2000 RPCs", func(t *testing.T) {
 		share := canaryShare(t, c, 2000)
 		t.Logf("canary share %.2f%%", 100*share)
-		if share < 0.07 || share > 0.13 {
-			t.Fatalf("canary share %.3f, want 0.10 ± 0.03", share)
-		}
+		checkShare(t, share, 2000, 0.10, 0.05)
 	})
 	t.Run("header route all to canary", func(t *testing.T) {
 		if share := canaryShare(t, c, 200, "x-canary", "yes"); share != 1 {
 			t.Fatalf("header-matched canary share %.3f, want 1", share)
 		}
 	})
-	t.Run("weight change and rollback followed within 1s", func(t *testing.T) {
+	t.Run("weight change and rollback followed", func(t *testing.T) {
 		start := time.Now()
 		if err := s.Apply(e2eSnapshot(2, stable, []string{canary}, 50)); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := s.WaitApplied(ctx, 2); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("50%% ACKed after %v", time.Since(start))
-		if share := canaryShare(t, c, 400); share < 0.35 || share > 0.65 {
-			t.Fatalf("after the change canary share %.3f, want about 0.5", share)
-		}
+		checkShare(t, canaryShare(t, c, 400), 400, 0.5, 0.1)
 		start = time.Now()
 		if err := s.Apply(e2eSnapshot(3, stable, []string{canary}, 0)); err != nil {
 			t.Fatal(err)
 		}
-		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel2()
 		if err := s.WaitApplied(ctx2, 3); err != nil {
 			t.Fatal(err)
@@ -232,8 +245,8 @@ func TestE2EProxylessGRPC(t *testing.T) {
 		t.Logf("rollback ACKed after %v", time.Since(start))
 		// An ACK is sent when the client has parsed the routes; its picker follows a
 		// moment later. The rollback counts as followed once 20 RPCs in a row avoid the
-		// canary, and that must happen within 1 s of the change.
-		followed := allStableSoon(t, c, start, time.Second)
+		// canary (how fast is measured by bench/xds, not asserted here).
+		followed := allStableSoon(t, c, start, 10*time.Second)
 		t.Logf("rollback followed by RPCs after %v", followed)
 		if share := canaryShare(t, c, 300); share != 0 {
 			t.Fatalf("after rollback canary share %.3f, want exactly 0", share)
@@ -315,7 +328,7 @@ func TestE2EProxylessGRPC(t *testing.T) {
 		if err := s.Apply(e2eSnapshot(6, stable, []string{canary}, 20)); err != nil {
 			t.Fatal(err)
 		}
-		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel2()
 		if err := s.WaitApplied(ctx2, 6); err != nil {
 			t.Fatal(err)
@@ -358,8 +371,43 @@ func TestE2EControlPlaneRestart(t *testing.T) {
 		return n != nil && n.AppliedVersion == 1
 	})
 	t.Logf("resynced %v after the restart", took)
-	allStableSoon(t, c, time.Now(), time.Second)
+	allStableSoon(t, c, time.Now(), 10*time.Second)
 	if share := canaryShare(t, c, 100); share != 0 {
 		t.Fatalf("after the restart: canary share %.3f, want 0", share)
+	}
+}
+
+// TestUnknownTargetIsLogged: a proxyless client dialling an xds:/// name Sluice does not
+// serve gets its RPCs refused, and Sluice logs it once per node and name, with the names
+// it does serve.
+func TestUnknownTargetIsLogged(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	s, err := New(Options{Logger: zap.New(core), Address: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	if err := s.Apply(e2eSnapshot(1, "127.0.0.1:1", []string{"127.0.0.1:2"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	c := dialXDS(t, s.Addr().String(), "typo-client", "svcc")
+	for range 2 {
+		if _, err := callID(context.Background(), c); err == nil {
+			t.Fatal("an RPC to an unknown xds:/// name succeeded")
+		}
+	}
+	eventually(t, 5*time.Second, "the unknown name logged", func() bool {
+		return logs.FilterMessageSnippet("does not serve").Len() > 0
+	})
+	entries := logs.FilterMessageSnippet("does not serve").All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log lines for one unknown name, want 1", len(entries))
+	}
+	f := entries[0].ContextMap()
+	if f["node"] != "grpc/typo-client" || f["name"] != "svcc" || f["served"] != "svc" {
+		t.Fatalf("log fields %v", f)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -89,10 +91,11 @@ func TestServerEnvoyFleetWeightChangeIsRDSOnly(t *testing.T) {
 	}
 	cc := dialPlain(t, s.Addr().String())
 	counters := make([]*typeCounter, 3)
+	clients := make([]*xdstest.Client, 3)
 	for i := range counters {
 		counters[i] = &typeCounter{}
 		id := []string{"envoy-a", "envoy-b", ""}[i] // an empty node id is served too
-		startEnvoy(t, cc, xdstest.Options{Node: &corev3.Node{Id: id, Cluster: "edge"}, OnResponse: counters[i].add})
+		clients[i] = startEnvoy(t, cc, xdstest.Options{Node: &corev3.Node{Id: id, Cluster: "edge"}, OnResponse: counters[i].add})
 	}
 	eventually(t, 5*time.Second, "three nodes with routes", func() bool {
 		n := 0
@@ -131,6 +134,20 @@ func TestServerEnvoyFleetWeightChangeIsRDSOnly(t *testing.T) {
 		}
 		if after[resourcev3.RouteType] != before[i][resourcev3.RouteType]+1 {
 			t.Errorf("client %d: RDS responses %d→%d, want one more", i, before[i][resourcev3.RouteType], after[resourcev3.RouteType])
+		}
+		// The pushed routes carry the new weight.
+		rc := clients[i].RouteConfiguration("svc")
+		var weights []string
+		for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+			for _, w := range r.GetRoute().GetWeightedClusters().GetClusters() {
+				weights = append(weights, fmt.Sprintf("%s=%d", w.GetName(), w.GetWeight().GetValue()))
+			}
+		}
+		if strings.Join(weights, ",") != "stable=40,canary=60" {
+			t.Errorf("client %d holds weights %v, want stable=40,canary=60", i, weights)
+		}
+		if st := clients[i].Stats(); len(st.Violations) > 0 || st.NACKs > 0 {
+			t.Errorf("client %d: %v, %d NACKs", i, st.Violations, st.NACKs)
 		}
 	}
 	if v, ok := s.AckedVersion(); !ok || v != 2 {
@@ -326,7 +343,78 @@ func TestServerForgetsLongGoneNodes(t *testing.T) {
 	if n := nodeByID(s, "gone"); n != nil {
 		t.Fatalf("node kept after %v: %+v", 2*forgetAfter, n)
 	}
-	if _, err := s.cache.GetSnapshot("envoy/gone"); err == nil {
-		t.Fatal("cache still holds the forgotten node's snapshot")
+}
+
+// TestLateNACKOfAnOlderPushIsNotChargedToANewerOne: a NACK carries the nonce of the
+// response it answers; one answering an older push (here, a duplicate answer to the
+// first response, arriving after the second was sent) is counted against that push and
+// must not fail the newer snapshot.
+func TestLateNACKOfAnOlderPushIsNotChargedToANewerOne(t *testing.T) {
+	s := startXDS(t, "127.0.0.1:0", nil)
+	if err := s.Apply(e2eSnapshot(1, "127.0.0.1:1", []string{"127.0.0.1:2"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	cc := dialPlain(t, s.Addr().String())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func() *discoverygrpc.DiscoveryResponse {
+		t.Helper()
+		r, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "raw", UserAgentName: "envoy"}, TypeUrl: resourcev3.ClusterType})
+	cds1 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: cds1.VersionInfo, ResponseNonce: cds1.Nonce})
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{"canary", "stable"}})
+	eds1 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds1.VersionInfo, ResponseNonce: eds1.Nonce,
+		ResourceNames: []string{"canary", "stable"}})
+	waitApplied(t, s, 1)
+
+	// Version 2 changes the canary's endpoints: a new EDS response.
+	if err := s.Apply(e2eSnapshot(2, "127.0.0.1:1", []string{"127.0.0.1:3"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	eds2 := recv()
+	if eds2.GetTypeUrl() != resourcev3.EndpointType || eds2.Nonce == eds1.Nonce {
+		t.Fatalf("want a new EDS response, got %s nonce %s", eds2.GetTypeUrl(), eds2.Nonce)
+	}
+	// A late NACK naming the first response's nonce, then the ACK of the second.
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds1.VersionInfo, ResponseNonce: eds1.Nonce,
+		ResourceNames: []string{"canary", "stable"}, ErrorDetail: &status.Status{Code: 3, Message: "late complaint"}})
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds2.VersionInfo, ResponseNonce: eds2.Nonce,
+		ResourceNames: []string{"canary", "stable"}})
+	waitApplied(t, s, 2)
+	if n := nodeByID(s, "raw"); n.LastNACK != nil || n.Reverted || n.AppliedVersion != 2 {
+		t.Fatalf("node after a late NACK: %+v", n)
+	}
+	if got := testutil.ToFloat64(s.metrics.nacks.WithLabelValues("EDS")); got != 1 {
+		t.Fatalf("the late NACK was not counted: %v", got)
+	}
+
+	// A NACK of the current push, by contrast, fails its version at once.
+	if err := s.Apply(e2eSnapshot(3, "127.0.0.1:1", []string{"127.0.0.1:4"}, 10)); err != nil {
+		t.Fatal(err)
+	}
+	eds3 := recv()
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, VersionInfo: eds2.VersionInfo, ResponseNonce: eds3.Nonce,
+		ResourceNames: []string{"canary", "stable"}, ErrorDetail: &status.Status{Code: 3, Message: "bad endpoints"}})
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if err := s.WaitApplied(wctx, 3); err == nil || !strings.Contains(err.Error(), "bad endpoints") || !strings.Contains(err.Error(), "version 3") {
+		t.Fatalf("WaitApplied(3) = %v, want the NACK of version 3", err)
 	}
 }

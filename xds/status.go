@@ -10,7 +10,7 @@ import (
 // NodeStatus is one xDS node (all streams sharing a node id and shape), as
 // GET /api/v1/xds/nodes shows it.
 type NodeStatus struct {
-	// Key is "<shape>/<node id>", the cache key the node is served under.
+	// Key is "<shape>/<node id>".
 	Key       string `json:"key"`
 	ID        string `json:"id"`
 	Cluster   string `json:"cluster,omitempty"`
@@ -18,7 +18,8 @@ type NodeStatus struct {
 	Shape     Shape  `json:"shape"`
 	Connected bool   `json:"connected"`
 	Streams   int    `json:"streams"`
-	// AppliedVersion is the snapshot version of the routes the node has ACKed (0: none).
+	// AppliedVersion is the newest snapshot version the node holds in full, ACKed
+	// (the oldest across its streams; 0: none).
 	AppliedVersion uint64 `json:"appliedVersion"`
 	// Reverted is true while the node is held on what it last ACKed after a NACK.
 	Reverted bool `json:"reverted"`
@@ -47,7 +48,7 @@ type TypeState struct {
 	NACKedAt    *time.Time `json:"nackedAt,omitempty"`
 }
 
-// Nodes returns every node seen since start, sorted by key.
+// Nodes returns every node seen in the last 10 minutes, sorted by key.
 func (s *Server) Nodes() []NodeStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -55,22 +56,49 @@ func (s *Server) Nodes() []NodeStatus {
 	for _, n := range s.nodes {
 		ns := NodeStatus{
 			Key: n.key, ID: n.id, Cluster: n.cluster, UserAgent: n.userAgent, Shape: n.shape,
-			Connected: n.streams > 0, Streams: n.streams, Reverted: n.reverted,
-			Responses: n.responses, NACKs: n.nacks, Types: []TypeState{},
+			Connected: len(n.streams) > 0, Streams: len(n.streams), Responses: n.responses.Load(), Types: []TypeState{},
 		}
-		if n.nacks > 0 {
-			ns.LastNACK = &NACK{Type: n.nackType, Version: n.nackVersion, Message: n.nackMessage}
+		streams := make([]*adsStream, 0, len(n.streams)+1)
+		for st := range n.streams {
+			streams = append(streams, st)
 		}
-		for url, ts := range n.types {
-			st := TypeState{Type: typeNames[url], Sent: ts.sent, ACKed: ts.acked, NACKed: ts.nacked, NACKMessage: ts.nackMessage}
-			if !ts.nackAt.IsZero() {
-				t := ts.nackAt.UTC()
-				st.NACKedAt = &t
+		if len(streams) == 0 && n.last != nil {
+			streams = append(streams, n.last)
+		}
+		sort.Slice(streams, func(i, j int) bool { return streams[i].id < streams[j].id })
+		for i, st := range streams {
+			st.mu.Lock()
+			if i == 0 || st.applied < ns.AppliedVersion {
+				ns.AppliedVersion = st.applied
 			}
-			if st.Type == "RDS" {
-				ns.AppliedVersion = s.modelVersion(ts.acked)
+			if st.held != nil && st.held == s.target(st.shape) {
+				ns.Reverted = true
 			}
-			ns.Types = append(ns.Types, st)
+			ns.NACKs += st.nacks
+			if st.nacks > 0 {
+				ns.LastNACK = &NACK{Type: st.nackType.String(), Version: st.nackVersion, Message: st.nackMessage}
+			}
+			if i == len(streams)-1 { // the newest stream's per-type state
+				for k, sb := range st.subs {
+					if sb == nil {
+						continue
+					}
+					ts := TypeState{Type: kindNames[k], NACKMessage: sb.nackMsg}
+					if sb.sent != nil {
+						ts.Sent = sb.sent.version
+					}
+					if sb.acked != nil {
+						ts.ACKed = sb.acked.version
+					}
+					if sb.nacked != nil {
+						ts.NACKed = sb.nacked.version
+						t := sb.nackAt.UTC()
+						ts.NACKedAt = &t
+					}
+					ns.Types = append(ns.Types, ts)
+				}
+			}
+			st.mu.Unlock()
 		}
 		sort.Slice(ns.Types, func(i, j int) bool { return ns.Types[i].Type < ns.Types[j].Type })
 		out = append(out, ns)

@@ -16,7 +16,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -86,11 +85,16 @@ func Translate(snap *model.Snapshot, shape Shape) (*Resources, error) {
 	for i := range snap.Clusters {
 		byName[snap.Clusters[i].Name] = &snap.Clusters[i]
 	}
-	internal := map[string]bool{}
+	internal, mirrored := map[string]bool{}, map[string]bool{}
 	for _, l := range snap.Listeners {
 		for _, r := range l.Routes {
-			if r.InternalCluster != "" && l.InternalTraffic != nil {
+			if r.InternalCluster != "" && l.InternalTraffic != nil && len(l.InternalTraffic.TrustedSources) > 0 {
 				internal[r.InternalCluster] = true
+			}
+			for _, m := range r.Mirrors {
+				if shape == ShapeEnvoy { // proxyless clients do not mirror
+					mirrored[m.Cluster] = true
+				}
 			}
 		}
 	}
@@ -112,17 +116,25 @@ func Translate(snap *model.Snapshot, shape Shape) (*Resources, error) {
 			return nil, err
 		}
 	}
-	for _, canary := range sortedKeys(internal) {
-		c, ok := byName[canary]
-		if !ok {
-			return nil, fmt.Errorf("xds: internal traffic goes to unknown cluster %q", canary)
-		}
-		name := InternalClusterName(canary)
-		if _, dup := byName[name]; dup {
-			return nil, fmt.Errorf("xds: cluster %q clashes with the internal cluster of %q", name, canary)
-		}
-		if err := emit(name, c); err != nil {
-			return nil, err
+	// Clusters of their own for internal traffic and for mirror copies, with the
+	// endpoints of the cluster they stand for, keep that traffic out of its statistics.
+	for _, extra := range []struct {
+		targets map[string]bool
+		name    func(string) string
+		what    string
+	}{{internal, InternalClusterName, "internal traffic"}, {mirrored, MirrorClusterName, "mirror"}} {
+		for _, target := range sortedKeys(extra.targets) {
+			c, ok := byName[target]
+			if !ok {
+				return nil, fmt.Errorf("xds: %s goes to unknown cluster %q", extra.what, target)
+			}
+			name := extra.name(target)
+			if _, dup := byName[name]; dup {
+				return nil, fmt.Errorf("xds: cluster %q clashes with the %s cluster of %q", name, extra.what, target)
+			}
+			if err := emit(name, c); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -151,6 +163,11 @@ func Translate(snap *model.Snapshot, shape Shape) (*Resources, error) {
 		}
 	}
 	sortResources(res)
+	for i := 1; i < len(res.Clusters); i++ {
+		if res.Clusters[i].Name == res.Clusters[i-1].Name {
+			return nil, fmt.Errorf("xds: two clusters named %q", res.Clusters[i].Name)
+		}
+	}
 	for i := 1; i < len(res.Listeners); i++ {
 		if res.Listeners[i].Name == res.Listeners[i-1].Name {
 			return nil, fmt.Errorf("xds: two %s listeners named %q", shape, res.Listeners[i].Name)
@@ -238,6 +255,8 @@ func envoyListener(l *model.Listener) (*listenerv3.Listener, error) {
 		RouteSpecifier:   rds(l.Name),
 		HttpFilters:      []*hcmv3.HttpFilter{routerFilter()},
 		UseRemoteAddress: wrapperspb.Bool(true),
+		// WebSocket, as the router passes Upgrade through (Envoy answers 403 otherwise).
+		UpgradeConfigs: []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 	}
 	if it := l.InternalTraffic; it != nil && len(it.TrustedSources) > 0 {
 		cfg := &hcmv3.HttpConnectionManager_InternalAddressConfig{}
@@ -330,21 +349,44 @@ func translateCluster(name string, c *model.Cluster, shape Shape) (*clusterv3.Cl
 			}),
 		}
 	}
+	// Panic routing as on the router: only when no endpoint is healthy is every endpoint
+	// used (Envoy's threshold is an integer percentage; 1% is that for up to 100
+	// endpoints, where Envoy's default 50% would spread traffic to unhealthy ones).
+	cl.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 1}}
 	if hc := c.HealthCheck; hc != nil {
+		interval := orDefault(hc.Interval, 5*time.Second)
 		cl.HealthChecks = []*corev3.HealthCheck{{
-			Timeout:            durationpb.New(orDefault(hc.Timeout, time.Second)),
-			Interval:           durationpb.New(orDefault(hc.Interval, 5*time.Second)),
+			Timeout:            durationpb.New(orDefault(hc.Timeout, min(interval, 2*time.Second))),
+			Interval:           durationpb.New(interval),
 			HealthyThreshold:   wrapperspb.UInt32(uint32(max(hc.HealthyThreshold, 1))),
-			UnhealthyThreshold: wrapperspb.UInt32(uint32(max(hc.UnhealthyThreshold, 1))),
+			UnhealthyThreshold: wrapperspb.UInt32(uint32(orInt(hc.UnhealthyThreshold, 2))),
+			// The router probes every interval whether or not traffic flows; Envoy's
+			// default is every 60 s for a cluster without traffic.
+			NoTrafficInterval:        durationpb.New(interval),
+			NoTrafficHealthyInterval: durationpb.New(interval),
 			HealthChecker: &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: &corev3.HealthCheck_HttpHealthCheck{
 				Path: orString(hc.Path, "/"),
+				// 2xx and 3xx are healthy, as on the router (Envoy's default: 200 only).
+				ExpectedStatuses: []*typev3.Int64Range{{Start: 200, End: 400}},
+				RequestHeadersToAdd: []*corev3.HeaderValueOption{{
+					Header:       &corev3.HeaderValue{Key: "user-agent", Value: "sluice-health-check"},
+					AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+				}},
 			}},
 		}}
 	}
 	if o := c.Outlier; o.ConsecutiveFailures > 0 {
+		base := orDefault(o.BaseEjectionTime, 30*time.Second)
 		cl.OutlierDetection = &clusterv3.OutlierDetection{
 			Consecutive_5Xx:  wrapperspb.UInt32(uint32(o.ConsecutiveFailures)),
-			BaseEjectionTime: durationpb.New(orDefault(o.BaseEjectionTime, 30*time.Second)),
+			BaseEjectionTime: durationpb.New(base),
+			// The router caps an endpoint's ejection at 16 times the base.
+			MaxEjectionTime: durationpb.New(16 * base),
+			// Every endpoint may be ejected, as on the router (Envoy's default 10% never
+			// ejects one of fewer than 10 endpoints); panic routing then uses them all.
+			MaxEjectionPercent: wrapperspb.UInt32(100),
+			// The router ejects on consecutive failures only.
+			EnforcingSuccessRate: wrapperspb.UInt32(0),
 		}
 	}
 	return cl, nil
@@ -353,6 +395,13 @@ func translateCluster(name string, c *model.Cluster, shape Shape) (*clusterv3.Cl
 func orDefault(d, def time.Duration) time.Duration {
 	if d > 0 {
 		return d
+	}
+	return def
+}
+
+func orInt(n, def int) int {
+	if n > 0 {
+		return n
 	}
 	return def
 }
@@ -377,6 +426,9 @@ func translateEndpoints(name string, c *model.Cluster) (*endpointv3.ClusterLoadA
 		loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: socketAddress(host, port),
+				// Health checks carry the endpoint's address as Host, as the router's do
+				// (Envoy's default is the cluster name).
+				HealthCheckConfig: healthHost(c, e.Address),
 			}},
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(max(e.Weight, 1))),
 		})
@@ -387,214 +439,9 @@ func translateEndpoints(name string, c *model.Cluster) (*endpointv3.ClusterLoadA
 	}, nil
 }
 
-// translateRoutes builds the listener's RouteConfiguration, named like the listener:
-// one virtual host per distinct host (sorted), and within it, for each model route in
-// order: internal-traffic routes, header routes, mirror routes with matches, then the
-// weighted (or single-cluster) route.
-func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shape Shape) (*routev3.RouteConfiguration, error) {
-	hosts := map[string][]int{}
-	for i, r := range l.Routes {
-		hs := r.Hosts
-		if len(hs) == 0 {
-			hs = []string{"*"}
-		}
-		seen := map[string]bool{}
-		for _, h := range hs {
-			if !seen[h] {
-				seen[h] = true
-				hosts[h] = append(hosts[h], i)
-			}
-		}
+func healthHost(c *model.Cluster, addr string) *endpointv3.Endpoint_HealthCheckConfig {
+	if c.HealthCheck == nil {
+		return nil
 	}
-	names := make([]string, 0, len(hosts))
-	for h := range hosts {
-		names = append(names, h)
-	}
-	sort.Strings(names)
-	rc := &routev3.RouteConfiguration{Name: l.Name}
-	for _, h := range names {
-		vh := &routev3.VirtualHost{Name: h, Domains: []string{h}}
-		for _, i := range hosts[h] {
-			rs, err := routesFor(l, &l.Routes[i], clusters, shape)
-			if err != nil {
-				return nil, err
-			}
-			vh.Routes = append(vh.Routes, rs...)
-		}
-		rc.VirtualHosts = append(rc.VirtualHosts, vh)
-	}
-	return rc, nil
-}
-
-func routeName(l *model.Listener, r *model.Route, idx int) string {
-	if r.Name != "" {
-		return r.Name
-	}
-	return l.Name + "-" + strconv.Itoa(idx)
-}
-
-func routesFor(l *model.Listener, r *model.Route, clusters map[string]*model.Cluster, shape Shape) ([]*routev3.Route, error) {
-	idx := 0
-	for i := range l.Routes {
-		if &l.Routes[i] == r {
-			idx = i
-		}
-	}
-	name := routeName(l, r, idx)
-	prefix := orString(r.PathPrefix, "/")
-	var strip []string
-	if it := l.InternalTraffic; it != nil {
-		seen := map[string]bool{}
-		for _, h := range it.Headers {
-			if !seen[h.Name] {
-				seen[h.Name] = true
-				strip = append(strip, h.Name)
-			}
-		}
-		sort.Strings(strip)
-	}
-	var timeout *durationpb.Duration
-	if c := clusters[r.Cluster]; c != nil {
-		timeout = durationpb.New(c.RequestTimeout) // 0 disables Envoy's 15 s default
-	}
-	clusterAction := func(cluster string) *routev3.Route_Route {
-		return &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-			Timeout:          timeout,
-		}}
-	}
-	mainAction := func() *routev3.RouteAction {
-		a := &routev3.RouteAction{Timeout: timeout}
-		if r.Split == nil {
-			a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Cluster}
-			return a
-		}
-		wc := &routev3.WeightedCluster{}
-		for _, w := range r.Split {
-			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-				Name:   w.Cluster,
-				Weight: wrapperspb.UInt32(uint32(max(w.Weight, 0))),
-			})
-		}
-		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
-		return a
-	}
-	var out []*routev3.Route
-
-	if r.InternalCluster != "" && l.InternalTraffic != nil {
-		for i, h := range l.InternalTraffic.Headers {
-			out = append(out, &routev3.Route{
-				Name: name + "/internal/" + strconv.Itoa(i),
-				Match: &routev3.RouteMatch{
-					PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix},
-					Headers: []*routev3.HeaderMatcher{
-						headerMatcher(model.HeaderMatch{Name: InternalHeader, Value: model.StringMatch{Exact: "true"}}),
-						headerMatcher(h),
-					},
-				},
-				Action: clusterAction(InternalClusterName(r.InternalCluster)),
-			})
-		}
-	}
-	for _, hr := range r.HeaderRoutes {
-		m := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}}
-		for _, h := range hr.Headers {
-			m.Headers = append(m.Headers, headerMatcher(h))
-		}
-		out = append(out, &routev3.Route{
-			Name:                   name + "/header/" + hr.Name,
-			Match:                  m,
-			Action:                 clusterAction(hr.Cluster),
-			RequestHeadersToRemove: strip,
-		})
-	}
-	var allMirrors []*routev3.RouteAction_RequestMirrorPolicy
-	for _, mi := range r.Mirrors {
-		pol := mirrorPolicy(mi)
-		if len(mi.Matches) == 0 {
-			allMirrors = append(allMirrors, pol)
-			continue
-		}
-		for j, rm := range mi.Matches {
-			a := mainAction()
-			a.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{pol}
-			out = append(out, &routev3.Route{
-				Name:                   name + "/mirror/" + mi.Name + "/" + strconv.Itoa(j),
-				Match:                  requestMatch(rm, prefix),
-				Action:                 &routev3.Route_Route{Route: a},
-				RequestHeadersToRemove: strip,
-			})
-		}
-	}
-	a := mainAction()
-	a.RequestMirrorPolicies = allMirrors
-	out = append(out, &routev3.Route{
-		Name:                   name,
-		Match:                  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
-		Action:                 &routev3.Route_Route{Route: a},
-		RequestHeadersToRemove: strip,
-	})
-	if shape == ShapeGRPC {
-		// grpc-go drops a weight-0 cluster from its view, and taking weight back then
-		// fails RPCs ("unknown cluster selected") until the cluster is fetched again.
-		// A route right after the main route, with the same prefix, is never matched
-		// but keeps every zero-weight leg subscribed; the split itself stays exact.
-		for _, w := range r.Split {
-			if w.Weight <= 0 {
-				out = append(out, &routev3.Route{
-					Name:   name + "/keep/" + w.Cluster,
-					Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
-					Action: clusterAction(w.Cluster),
-				})
-			}
-		}
-	}
-	return out, nil
-}
-
-func mirrorPolicy(m model.Mirror) *routev3.RouteAction_RequestMirrorPolicy {
-	return &routev3.RouteAction_RequestMirrorPolicy{
-		Cluster: m.Cluster,
-		RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{
-			Numerator:   uint32(min(max(m.Percentage, 0), 100)),
-			Denominator: typev3.FractionalPercent_HUNDRED,
-		}},
-	}
-}
-
-func requestMatch(rm model.RequestMatch, prefix string) *routev3.RouteMatch {
-	m := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}}
-	if p := rm.Path; p != nil {
-		switch {
-		case p.Exact != "":
-			m.PathSpecifier = &routev3.RouteMatch_Path{Path: p.Exact}
-		case p.Prefix != "":
-			m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: p.Prefix}
-		case p.Regex != "":
-			m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: p.Regex}}
-		}
-	}
-	if rm.Method != nil {
-		m.Headers = append(m.Headers, headerMatcher(model.HeaderMatch{Name: ":method", Value: *rm.Method}))
-	}
-	for _, h := range rm.Headers {
-		m.Headers = append(m.Headers, headerMatcher(h))
-	}
-	return m
-}
-
-func headerMatcher(h model.HeaderMatch) *routev3.HeaderMatcher {
-	sm := &matcherv3.StringMatcher{}
-	switch {
-	case h.Value.Regex != "":
-		sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Value.Regex}}
-	case h.Value.Prefix != "":
-		sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: h.Value.Prefix}
-	default:
-		sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: h.Value.Exact}
-	}
-	return &routev3.HeaderMatcher{
-		Name:                 h.Name,
-		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm},
-	}
+	return &endpointv3.Endpoint_HealthCheckConfig{Hostname: addr}
 }

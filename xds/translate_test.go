@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,17 +171,20 @@ func TestTranslateShapeContents(t *testing.T) {
 	if d := cmp.Diff([]string{"orders", "orders.mesh"}, gl); d != "" {
 		t.Errorf("grpc API listeners: every non-* host and the listener name (-want +got):\n%s", d)
 	}
-	wantClusters := []string{"orders-canary", "orders-canary-internal", "orders-shadow", "orders-stable", "static-site"}
-	for _, got := range [][]string{ec, gc} {
-		if d := cmp.Diff(wantClusters, got); d != "" {
-			t.Errorf("clusters (-want +got):\n%s", d)
-		}
+	// Envoy gets a cluster of its own for mirror copies; proxyless clients do not mirror.
+	if d := cmp.Diff([]string{"orders-canary", "orders-canary-internal", "orders-canary-mirror", "orders-shadow", "orders-stable", "static-site"}, ec); d != "" {
+		t.Errorf("envoy clusters (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"orders-canary", "orders-canary-internal", "orders-shadow", "orders-stable", "static-site"}, gc); d != "" {
+		t.Errorf("grpc clusters (-want +got):\n%s", d)
 	}
 	if env.Listeners[0].GetAddress() == nil || grpcRes.Listeners[0].GetApiListener() == nil {
 		t.Fatal("envoy listeners need a socket address, grpc ones an api_listener")
 	}
 
-	// Route order in the orders.mesh virtual host: internal, header, mirror, main.
+	// Route order in the orders.mesh virtual host: internal, header, then the split
+	// (stable and canary have different timeouts: a runtime-fraction route for the
+	// stable, the rest to the canary), each first for POST /orders (mirrored), then not.
 	var vh []string
 	for _, v := range env.Routes[0].VirtualHosts {
 		if v.Name == "orders.mesh" {
@@ -189,7 +193,12 @@ func TestTranslateShapeContents(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"orders-api/internal/0", "orders-api/header/canary-header", "orders-api/mirror/shadow-posts/0", "orders-api"}
+	want := []string{
+		"orders-api/internal/0/mirror/shadow-posts/0", "orders-api/internal/0",
+		"orders-api/header/canary-header/mirror/shadow-posts/0", "orders-api/header/canary-header",
+		"orders-api/split/orders-stable/mirror/shadow-posts/0", "orders-api/split/orders-stable",
+		"orders-api/mirror/shadow-posts/0", "orders-api",
+	}
 	if d := cmp.Diff(want, vh); d != "" {
 		t.Errorf("route order (-want +got):\n%s", d)
 	}
@@ -203,7 +212,7 @@ func TestTranslateShapeContents(t *testing.T) {
 				hs = append(hs, h.Name)
 			}
 			if internal {
-				if d := cmp.Diff([]string{InternalHeader, "x-internal-test"}, hs); d != "" {
+				if d := cmp.Diff([]string{InternalHeader, "x-internal-test"}, hs[:min(2, len(hs))]); d != "" {
 					t.Errorf("internal route %s headers (-want +got):\n%s", r.Name, d)
 				}
 				if r.GetRoute().GetCluster() != "orders-canary-internal" {
@@ -293,7 +302,8 @@ func TestTranslateErrors(t *testing.T) {
 		"hostname endpoint": func(s *model.Snapshot) { s.Clusters[0].Endpoints[0].Address = "backend.example:80" },
 		"bad listener port": func(s *model.Snapshot) { s.Listeners[0].Address = "127.0.0.1:http" },
 		"internal to unknown cluster": func(s *model.Snapshot) {
-			s.Listeners[0].InternalTraffic = &model.InternalTraffic{Headers: []model.HeaderMatch{{Name: "x-i", Value: model.StringMatch{Exact: "1"}}}}
+			s.Listeners[0].InternalTraffic = &model.InternalTraffic{Headers: []model.HeaderMatch{{Name: "x-i", Value: model.StringMatch{Exact: "1"}}},
+				TrustedSources: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
 			s.Listeners[0].Routes[0].InternalCluster = "ghost"
 		},
 	}

@@ -84,6 +84,16 @@ func TestBootstrapParsesStrictlyAndValidates(t *testing.T) {
 	if b.GetNode().GetCluster() == "" {
 		t.Error("node.cluster is empty")
 	}
+	// RE2 limits raised in a static runtime layer (Envoy's default error level is 100).
+	levels := map[string]float64{}
+	for _, l := range b.GetLayeredRuntime().GetLayers() {
+		for k, v := range l.GetStaticLayer().GetFields() {
+			levels[k] = v.GetNumberValue()
+		}
+	}
+	if levels["re2.max_program_size.error_level"] < 200 || levels["re2.max_program_size.warn_level"] != 100 {
+		t.Errorf("RE2 program size levels %v: want error_level raised well over 100, warn_level 100", levels)
+	}
 
 	// Prometheus stats: a static listener routes /stats/prometheus to the admin cluster.
 	found := false

@@ -1,7 +1,9 @@
 // Package grpc holds an example gRPC xDS bootstrap (bootstrap.json) for proxyless
 // clients of Sluice: point GRPC_XDS_BOOTSTRAP at it and dial "xds:///NAME", where NAME
-// is a route host (not "*") or the Listener's name. Its test runs a real grpc-go client
-// with this bootstrap (only the server address changed) against a Sluice xDS server.
+// is a route host (not "*") or the Listener's name. Every client process needs its own
+// node.id (the file says so in "_comment", which gRPC ignores). Its test runs a real
+// grpc-go client with this bootstrap (only the server address changed) against a Sluice
+// xDS server.
 package grpc
 
 import (
@@ -37,6 +39,7 @@ func TestBootstrapWorksWithSluice(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc struct {
+		Comment string `json:"_comment"`
 		Servers []struct {
 			URI string `json:"server_uri"`
 		} `json:"xds_servers"`
@@ -47,6 +50,9 @@ func TestBootstrapWorksWithSluice(t *testing.T) {
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(doc.Comment, "its own node.id") {
+		t.Fatalf("_comment %q should tell that each client needs its own node id", doc.Comment)
 	}
 	if len(doc.Servers) != 1 || doc.Servers[0].URI != "127.0.0.1:18000" {
 		t.Fatalf("xds_servers = %+v, want Sluice's default 127.0.0.1:18000", doc.Servers)

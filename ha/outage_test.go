@@ -55,7 +55,9 @@ func TestEtcdDownAndBack(t *testing.T) {
 	// Down for longer than the lease TTL: nobody may lead meanwhile.
 	g.expectNoLead(2*g.ttl, "etcd is down")
 
-	etcd.Restart(0)
+	if err := etcd.Restart(0); err != nil {
+		t.Fatal(err)
+	}
 	back := time.Now()
 	next := g.nextLead(3*g.ttl + 30*time.Second)
 	t.Logf("etcd back: %s leads after %s (fence %d, was %d)", next.n.ID(), next.term.Began().Sub(back).Round(time.Millisecond),
@@ -173,7 +175,9 @@ func TestEtcdMemberKilled(t *testing.T) {
 		t.Errorf("the Sluice leader's term ended (%s) with a raft follower down", l.term.Reason())
 	}
 	report("raft follower killed")
-	etcd.Restart(follower)
+	if err := etcd.Restart(follower); err != nil {
+		t.Fatal(err)
+	}
 	waitWrites(5)
 
 	rl := raftLeader()

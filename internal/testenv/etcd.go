@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,19 +16,28 @@ import (
 	"time"
 )
 
-// EtcdCluster is a real etcd cluster (Debian's etcd-server) started for a test: one or
-// more members on 127.0.0.1, each with its own data directory under the test's temp dir.
+// EtcdCluster is a real etcd cluster (Debian's etcd-server): one or more members on
+// 127.0.0.1, each with its own data directory.
 type EtcdCluster struct {
-	t       testing.TB
 	bin     string
+	dir     string
+	tls     *EtcdTLS
+	health  *http.Client
 	members []*EtcdMember
+}
+
+// EtcdTLS makes the members serve clients over https and require client certificates
+// signed by CA (mTLS). ClientCert and ClientKey are used for the health checks.
+type EtcdTLS struct {
+	CA, Cert, Key         string // the CA that signs client certificates; the server's pair
+	ClientCert, ClientKey string
 }
 
 // EtcdMember is one etcd process of an EtcdCluster.
 type EtcdMember struct {
 	// Name is the member's name (m0, m1, …).
 	Name string
-	// ClientURL is the member's client URL, http://127.0.0.1:PORT.
+	// ClientURL is the member's client URL, http(s)://127.0.0.1:PORT.
 	ClientURL string
 	peerURL   string
 	dataDir   string
@@ -41,24 +52,51 @@ type EtcdMember struct {
 func StartEtcd(t testing.TB) *EtcdCluster { return StartEtcdCluster(t, 1) }
 
 // StartEtcdCluster starts an n-member etcd cluster on 127.0.0.1 with ephemeral ports and
-// waits until every member serves its health endpoint. It skips the test loudly when
-// etcd is not installed (fails under CI) and kills every member when the test ends.
+// waits until every member is healthy. It skips the test loudly when etcd is not
+// installed (fails under CI) and kills every member when the test ends.
 func StartEtcdCluster(t testing.TB, n int) *EtcdCluster {
 	t.Helper()
+	return startEtcd(t, n, nil)
+}
+
+// StartEtcdTLS starts a single-member etcd that serves clients over https with mTLS.
+func StartEtcdTLS(t testing.TB, tls *EtcdTLS) *EtcdCluster {
+	t.Helper()
+	return startEtcd(t, 1, tls)
+}
+
+func startEtcd(t testing.TB, n int, tls *EtcdTLS) *EtcdCluster {
+	t.Helper()
 	bin := LookPath(t, "etcd-server", "etcd")
-	// Ports are picked free and then bound by etcd: another test may take one in between,
-	// so a cluster that fails to start is tried again on new ports.
+	c, err := LaunchEtcd(bin, n, tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, m := range c.members {
+				t.Logf("--- etcd %s log (tail):\n%s", m.Name, m.Log())
+			}
+		}
+		c.Close()
+	})
+	return c
+}
+
+// LaunchEtcd starts an n-member etcd cluster from bin (for tools outside tests; tests use
+// StartEtcdCluster). Close stops it and removes its data.
+func LaunchEtcd(bin string, n int, tls *EtcdTLS) (*EtcdCluster, error) {
+	// Ports are picked free and then bound by etcd: another process may take one in
+	// between, so a cluster that fails to start is tried again on new ports.
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		c := &EtcdCluster{t: t, bin: bin}
+		c := &EtcdCluster{bin: bin, tls: tls, health: http.DefaultClient}
 		if lastErr = c.start(n); lastErr == nil {
-			t.Cleanup(c.stopAll)
-			return c
+			return c, nil
 		}
-		c.stopAll()
+		c.Close()
 	}
-	t.Fatalf("etcd cluster of %d did not start: %v", n, lastErr)
-	return nil
+	return nil, fmt.Errorf("etcd cluster of %d did not start: %w", n, lastErr)
 }
 
 func (c *EtcdCluster) start(n int) error {
@@ -66,13 +104,30 @@ func (c *EtcdCluster) start(n int) error {
 	if err != nil {
 		return err
 	}
-	c.t.Cleanup(func() { os.RemoveAll(dir) })
+	c.dir = dir
+	scheme := "http://"
+	if c.tls != nil {
+		scheme = "https://"
+		hc, err := tlsClient(c.tls)
+		if err != nil {
+			return err
+		}
+		c.health = hc
+	}
 	var initial []string
 	for i := 0; i < n; i++ {
+		client, err := freePort()
+		if err != nil {
+			return err
+		}
+		peer, err := freePort()
+		if err != nil {
+			return err
+		}
 		m := &EtcdMember{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: "http://" + FreeAddr(c.t),
-			peerURL:   "http://" + FreeAddr(c.t),
+			ClientURL: scheme + client,
+			peerURL:   "http://" + peer,
 			dataDir:   filepath.Join(dir, fmt.Sprintf("m%d.etcd", i)),
 			logPath:   filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
 		}
@@ -92,6 +147,10 @@ func (c *EtcdCluster) start(n int) error {
 			"--initial-cluster-token", "sluice-test-" + filepath.Base(dir),
 			"--logger", "zap", "--log-level", "warn",
 		}
+		if c.tls != nil {
+			m.args = append(m.args, "--cert-file", c.tls.Cert, "--key-file", c.tls.Key,
+				"--client-cert-auth", "--trusted-ca-file", c.tls.CA)
+		}
 		if err := c.launch(m); err != nil {
 			return err
 		}
@@ -102,6 +161,30 @@ func (c *EtcdCluster) start(n int) error {
 		}
 	}
 	return nil
+}
+
+func tlsClient(t *EtcdTLS) (*http.Client, error) {
+	pem, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cert, err := tls.LoadX509KeyPair(t.ClientCert, t.ClientKey)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, nil
+}
+
+// freePort returns a 127.0.0.1:PORT that was free a moment ago.
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func (c *EtcdCluster) launch(m *EtcdMember) error {
@@ -130,7 +213,7 @@ func (c *EtcdCluster) waitHealthy(m *EtcdMember, timeout time.Duration) error {
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ClientURL+"/health", nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := c.health.Do(req); err == nil {
 			var b [256]byte
 			k, _ := resp.Body.Read(b[:])
 			resp.Body.Close()
@@ -159,7 +242,7 @@ func (m *EtcdMember) exited() <-chan struct{} {
 	return m.done
 }
 
-// Log returns the member's log so far (for failure messages).
+// Log returns the tail of the member's log (for failure messages).
 func (m *EtcdMember) Log() string {
 	b, _ := os.ReadFile(m.logPath)
 	if len(b) > 4000 {
@@ -177,31 +260,22 @@ func (c *EtcdCluster) Endpoints() []string {
 	return out
 }
 
-// Member returns member i.
-func (c *EtcdCluster) Member(i int) *EtcdMember { return c.members[i] }
-
 // Kill sends SIGKILL to member i (as kill -9 does) and waits until it is gone.
 func (c *EtcdCluster) Kill(i int) { c.members[i].kill() }
 
-// Restart starts member i again on its ports and data directory after Kill, and waits
-// until it is healthy (which, in a cluster, needs a quorum of members up).
-func (c *EtcdCluster) Restart(i int) {
-	c.t.Helper()
+// Restart starts member i again on its ports and data directory (killing it first if
+// it runs) and waits until it is healthy, which in a cluster needs a quorum of members.
+func (c *EtcdCluster) Restart(i int) error {
 	m := c.members[i]
 	m.kill()
-	// The old process's ports are free again once it is gone; nobody else binds them
-	// while it is down only with high probability, so a few tries are allowed.
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		if err = c.launch(m); err != nil {
-			break
-		}
-		if err = c.waitHealthy(m, 30*time.Second); err == nil {
-			return
-		}
-		m.kill()
+	if err := c.launch(m); err != nil {
+		return err
 	}
-	c.t.Fatalf("restart etcd %s: %v", m.Name, err)
+	if err := c.waitHealthy(m, 30*time.Second); err != nil {
+		m.kill()
+		return err
+	}
+	return nil
 }
 
 func (m *EtcdMember) kill() {
@@ -215,14 +289,13 @@ func (m *EtcdMember) kill() {
 	<-done
 }
 
-func (c *EtcdCluster) stopAll() {
+// Close kills every member and removes the data directories.
+func (c *EtcdCluster) Close() {
 	for _, m := range c.members {
 		m.kill()
 	}
-	if c.t.Failed() {
-		for _, m := range c.members {
-			c.t.Logf("--- etcd %s log (tail):\n%s", m.Name, m.Log())
-		}
+	if c.dir != "" {
+		os.RemoveAll(c.dir)
 	}
 }
 

@@ -13,7 +13,7 @@ help: ## Show this help
 build: ## Build bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/sluice
 
-test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium) when missing
+test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium, etcd) when missing
 	@bash scripts/test-deps.sh
 
 # build first: the end-to-end tests build the same static binary (-trimpath, CGO off),

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what Sluice's end-to-end tests need when it is missing and this machine can:
-# Debian's prometheus (real Prometheus server) and chromium (headless web-view test).
+# Debian's prometheus (real Prometheus server), chromium (headless web-view test) and
+# etcd-server (real etcd for the replicated control plane's tests).
 # Where it can't, it says so loudly; the affected tests then skip with a message, except
 # under CI (CI=true), where they fail instead.
 set -u
 need=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

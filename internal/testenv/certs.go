@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,7 +17,8 @@ import (
 )
 
 // Certs are PEM files written for a test: a CA, a server certificate it signed for
-// 127.0.0.1 and localhost, and a client certificate it signed.
+// 127.0.0.1 and localhost (good for client use too, as etcd peers need), and a client
+// certificate it signed.
 type Certs struct {
 	CA                    string
 	ServerCert, ServerKey string
@@ -39,7 +41,7 @@ func WriteCerts(t testing.TB) *Certs {
 	write(t, c.CA, pemBlock("CERTIFICATE", caCert.Raw))
 	other, _ := selfSigned(t, "another CA")
 	write(t, c.OtherCA, pemBlock("CERTIFICATE", other.Raw))
-	issue := func(cn string, serial int64, usage x509.ExtKeyUsage, certPath, keyPath string) {
+	issue := func(cn string, serial int64, usage []x509.ExtKeyUsage, certPath, keyPath string) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -47,7 +49,7 @@ func WriteCerts(t testing.TB) *Certs {
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
@@ -61,9 +63,14 @@ func WriteCerts(t testing.TB) *Certs {
 		write(t, certPath, pemBlock("CERTIFICATE", der))
 		write(t, keyPath, pemBlock("EC PRIVATE KEY", kb))
 	}
-	issue("127.0.0.1", 2, x509.ExtKeyUsageServerAuth, c.ServerCert, c.ServerKey)
-	issue("sluice", 3, x509.ExtKeyUsageClientAuth, c.ClientCert, c.ClientKey)
+	issue("127.0.0.1", 2, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, c.ServerCert, c.ServerKey)
+	issue("sluice", 3, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, c.ClientCert, c.ClientKey)
 	return c
+}
+
+// ClientTLS is a TLS client config that trusts c.CA and presents the client certificate.
+func ClientTLS(c *Certs) (*tls.Config, error) {
+	return clientTLSConfig(c.CA, c.ClientCert, c.ClientKey)
 }
 
 func selfSigned(t testing.TB, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {

@@ -164,17 +164,28 @@ func (c *EtcdCluster) start(n int) error {
 }
 
 func tlsClient(t *EtcdTLS) (*http.Client, error) {
-	pem, err := os.ReadFile(t.CA)
+	c, err := clientTLSConfig(t.CA, t.ClientCert, t.ClientKey)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c}}, nil
+}
+
+// clientTLSConfig trusts the CA in caFile and presents the client pair.
+func clientTLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	cert, err := tls.LoadX509KeyPair(t.ClientCert, t.ClientKey)
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", caFile)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, nil
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}, nil
 }
 
 // freePort returns a 127.0.0.1:PORT that was free a moment ago.

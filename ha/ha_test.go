@@ -31,6 +31,29 @@ func TestReplicas(t *testing.T) {
 	t.Run("registry", func(t *testing.T) { testRegistry(t, eps) })
 	t.Run("config mismatch does not lead", func(t *testing.T) { testMismatch(t, eps) })
 	t.Run("import", func(t *testing.T) { testImport(t, eps) })
+	t.Run("started while etcd is unreachable", func(t *testing.T) { testStartUnreachable(t, eps) })
+}
+
+// testStartUnreachable starts a replica whose only way to etcd is cut: it does not lead,
+// reports etcd unreachable, and joins — registered and leading — once the way opens.
+func testStartUnreachable(t *testing.T, eps []string) {
+	g := newGroup(t, eps, 2*time.Second)
+	proxy := testenv.StartProxy(t, eps[0][len("http://"):])
+	proxy.Cut()
+	n := g.start("u1", []string{proxy.URL()})
+	g.expectNoLead(g.ttl, "etcd is unreachable")
+	if st := n.Status(); st.EtcdReachable || st.Leading || st.Leader != "" {
+		t.Errorf("status while etcd is unreachable: %+v", st)
+	}
+	proxy.Restore()
+	l := g.nextLead(60 * time.Second)
+	if l.n != n {
+		t.Fatalf("%s leads", l.n.ID())
+	}
+	v, err := n.View(ctxTimeout(t, 10*time.Second))
+	if err != nil || len(v.Replicas) != 1 || v.Replicas[0].ID != "u1" || v.Leader != "u1" {
+		t.Errorf("view after joining: %+v %v", v, err)
+	}
 }
 
 // testFailover kills the leader (its etcd connection first, as kill -9 does) three

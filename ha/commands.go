@@ -99,10 +99,21 @@ func (r *Replica) Withdraw(ctx context.Context, id string) (withdrawn bool, err 
 	return resp.Deleted == 1, nil
 }
 
-// WaitOutcome waits for the outcome of a submitted command. When ctx ends first, it
-// withdraws the command: if that succeeds the command will never run and the error is
-// ErrNoOutcome; if the leader had completed it meanwhile, its outcome is returned.
+// WaitOutcome waits for the outcome of a submitted command, and then removes it from
+// etcd (the submitter is its only reader). When ctx ends first, it withdraws the command:
+// if that succeeds the command will never run and the error is ErrNoOutcome; if the
+// leader had completed it meanwhile, its outcome is returned.
 func (r *Replica) WaitOutcome(ctx context.Context, c Command) (Outcome, error) {
+	o, err := r.waitOutcome(ctx, c)
+	if err == nil {
+		dctx, cancel := context.WithTimeout(context.Background(), r.ttl)
+		_, _ = r.cli.Delete(dctx, r.key(outcomesDir, c.ID))
+		cancel()
+	}
+	return o, err
+}
+
+func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 	k := r.key(outcomesDir, c.ID)
 	from := c.Revision
 	for ctx.Err() == nil {

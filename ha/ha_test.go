@@ -399,9 +399,11 @@ func testCommands(t *testing.T, eps []string) {
 	if len(crash.Done) != 1 || crash.Done[0] != o.ID {
 		t.Errorf("the command in flight at the crash was carried out %d times: %q", len(crash.Done), crash.Done)
 	}
-	resp, err := second.n.cli.Get(ctx, g.prefix+commandsDir, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil || resp.Count != 0 {
-		t.Errorf("commands left queued: %d %v", resp.Count, err)
+	for _, dir := range []string{commandsDir, outcomesDir} {
+		resp, err := second.n.cli.Get(ctx, g.prefix+dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil || resp.Count != 0 {
+			t.Errorf("%s left in etcd: %d %v", dir, resp.Count, err)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"reflect"
@@ -22,10 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	k8syaml "sigs.k8s.io/yaml"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/sluice-mesh/sluice/config"
+	"github.com/sluice-mesh/sluice/internal/testenv"
 )
 
-const haDir = "deploy/kubernetes/ha"
+const haDir = "deploy/kubernetes-ha"
 
 // typedHA returns an empty typed object for the kinds the HA overlay adds, else the
 // base's (newObject).
@@ -94,7 +99,7 @@ func loadFile(t *testing.T, rel string) []object {
 	return objs
 }
 
-// buildHA does what `kubectl apply -k deploy/kubernetes/ha` renders: the base's
+// buildHA does what `kubectl apply -k deploy/kubernetes-ha` renders: the base's
 // resources, the overlay's, then the overlay's strategic merge patches (with the same
 // library kustomize uses), each decoded strictly before and after.
 func buildHA(t *testing.T) []object {
@@ -103,7 +108,7 @@ func buildHA(t *testing.T) []object {
 	var objs []object
 	used := map[string]bool{"kustomization.yaml": true, "README.md": true}
 	for _, r := range k.Resources {
-		if r == "../" || r == ".." {
+		if r == "../kubernetes" {
 			for _, f := range readKustomization(t, k8sDir).Resources {
 				objs = append(objs, loadFile(t, path.Join(k8sDir, f))...)
 			}
@@ -112,7 +117,7 @@ func buildHA(t *testing.T) []object {
 		used[r] = true
 		objs = append(objs, loadFile(t, path.Join(haDir, r))...)
 	}
-	if !slices.Contains(k.Resources, "../") {
+	if !slices.Contains(k.Resources, "../kubernetes") {
 		t.Fatalf("the overlay does not build on the base: resources %v", k.Resources)
 	}
 	for _, p := range k.Patches {
@@ -229,7 +234,7 @@ func checkPDB(t *testing.T, pdb *policyv1.PodDisruptionBudget, podLabels map[str
 	}
 }
 
-// TestKubernetesHAOverlay builds deploy/kubernetes/ha on the base and checks three Sluice
+// TestKubernetesHAOverlay builds deploy/kubernetes-ha on the base and checks three Sluice
 // replicas, their disruption budget, the etcd StatefulSet, and the config that joins them.
 func TestKubernetesHAOverlay(t *testing.T) {
 	objs := buildHA(t)
@@ -429,4 +434,44 @@ func TestKubernetesHAEtcdRuns(t *testing.T) {
 	}
 	text := findHA[corev1.ConfigMap](t, objs, "sluice-config").Data["sluice.yaml"]
 	leadAndWrite(t, strings.NewReplacer(pairs...).Replace(text))
+}
+
+// TestKubernetesHAKustomize renders the overlay with kubectl's own kustomize (the tool
+// users run) and checks it gives exactly what buildHA gives: the checks above hold for
+// what would really be applied.
+func TestKubernetesHAKustomize(t *testing.T) {
+	kubectl := testenv.LookPath(t, "kubectl", "kubectl")
+	out, err := exec.Command(kubectl, "kustomize", filepath.Join(repoRoot, haDir)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", haDir, err, out)
+	}
+	rendered := map[string]any{}
+	for _, doc := range splitYAML("kubectl kustomize", out) {
+		o, err := decodeHA(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rendered[o.kind+"/"+o.meta.Name] = o.obj
+	}
+	built := map[string]any{}
+	for _, o := range buildHA(t) {
+		built[o.kind+"/"+o.meta.Name] = o.obj
+	}
+	for k, b := range built {
+		r, ok := rendered[k]
+		if !ok {
+			t.Errorf("%s: in buildHA, not in kustomize's output", k)
+			continue
+		}
+		// kustomize may put a patched list item first; a pod's volumes have no order.
+		byName := cmpopts.SortSlices(func(a, b corev1.Volume) bool { return a.Name < b.Name })
+		if d := cmp.Diff(b, r, byName); d != "" {
+			t.Errorf("%s differs (-buildHA +kustomize):\n%s", k, d)
+		}
+	}
+	for k := range rendered {
+		if _, ok := built[k]; !ok {
+			t.Errorf("%s: in kustomize's output, not in buildHA", k)
+		}
+	}
 }

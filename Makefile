@@ -5,7 +5,7 @@ PKGS    ?= ./...
 # The whole suite must stay under 10 minutes on 2 cores.
 TEST_TIMEOUT ?= 9m
 
-.PHONY: help build test test-deps lint demo bench bench-router bench-xds bench-judge clean
+.PHONY: help build test test-deps lint demo bench bench-router bench-xds bench-judge bench-ha clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -13,7 +13,7 @@ help: ## Show this help
 build: ## Build bin/sluice
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/sluice
 
-test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium) when missing
+test-deps: ## Install what the end-to-end tests need (Prometheus, Chromium, etcd) when missing
 	@bash scripts/test-deps.sh
 
 # build first: the end-to-end tests build the same static binary (-trimpath, CGO off),
@@ -37,6 +37,9 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 
 bench-xds: ## xDS fan-out: weight change until N simulated Envoys ACKed (N=100..10000; ~1 min)
 	$(GO) run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md $(XDS_FLAGS)
+
+bench-ha: test-deps ## Replicas on a real etcd: failover after kill -9 (20 kills per leaseTTL) and state fan-out (~4 min)
+	$(GO) run ./bench/ha -ttl $(or $(TTLS),2s,5s) -kills $(or $(KILLS),20) -readme bench/README.md
 
 .PHONY: docker
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)

@@ -435,6 +435,9 @@ func (l *loader) controlPlane(d *dec, name string, pos model.Pos, spec *obj) {
 	if s := d.strField(spec, "stateDir"); s != "" {
 		cp.StateDir = s
 	}
+	if cp.Etcd = d.etcdStore(spec); cp.Etcd != nil && etcdServed && spec.get("stateDir") != nil {
+		d.warnf(spec.key("stateDir"), CodeIgnored, "%s is ignored: with store.etcd, rollout state lives in etcd", spec.sub("stateDir"))
+	}
 	cp.MinRequests = d.nonNegative(spec, "minRequests", DefaultMinRequests)
 	for i, wn := range d.list(spec.get("webhooks"), spec.sub("webhooks")) {
 		wo := d.object(wn, wn, spec.sub("webhooks")+"["+strconv.Itoa(i)+"]")

@@ -96,7 +96,33 @@ type ControlPlane struct {
 	// measurement's window before the measurement counts (see Metric.MinRequests).
 	MinRequests int
 	Webhooks    []Webhook
-	Pos         Pos
+	// Etcd is spec.store.etcd: several replicas share rollout state, leader election and
+	// a replica registry in etcd. nil: one process, state in StateDir.
+	Etcd *EtcdStore
+	Pos  Pos
+}
+
+// EtcdStore is where replicas keep what they share: an etcd cluster and a key prefix.
+type EtcdStore struct {
+	// Endpoints are etcd client URLs as etcd's own clients take them: http://HOST:PORT,
+	// https://HOST:PORT, or HOST:PORT (plain).
+	Endpoints []string
+	// Prefix starts every key Sluice writes; it begins and ends with "/".
+	Prefix string
+	// LeaseTTL is how long a replica's lease (its leadership and registration) outlives
+	// its last keepalive: whole seconds, at least 1s.
+	LeaseTTL time.Duration
+	// TLS, when set, is used for https:// endpoints (nil: the system roots, no client
+	// certificate).
+	TLS *EtcdTLS
+	Pos Pos
+}
+
+// EtcdTLS names the files for TLS to etcd.
+type EtcdTLS struct {
+	CA   string // CA bundle that signed etcd's certificates ("" : the system roots)
+	Cert string // client certificate for mTLS ("" : none); needs Key
+	Key  string
 }
 
 // Admin configures the admin HTTP server (API, /metrics, /healthz, web view).

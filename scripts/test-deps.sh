@@ -2,6 +2,7 @@
 # Installs what Sluice's end-to-end tests need when it is missing and this machine can:
 # Debian's prometheus (real Prometheus server), chromium (headless web-view test) and
 # systemd (systemd-analyze checks the unit in deploy/systemd).
+# etcd-server (real etcd for the replicated control plane's tests).
 # Where it can't, it says so loudly; the affected tests then skip with a message, except
 # under CI (CI=true), where they fail instead.
 set -u
@@ -9,6 +10,7 @@ need=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # deploy: systemd-analyze verify/security
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -200,8 +200,8 @@ func TestControlPlaneDiscoverySettings(t *testing.T) {
 
 func TestWarmupDefaultAndOverride(t *testing.T) {
 	for spec, want := range map[string]time.Duration{
-		"endpoints: [{address: 127.0.0.1:1}]":             DefaultWarmup,
-		"endpoints: [{address: 127.0.0.1:1}]\n  warmup: 0": 0,
+		"endpoints: [{address: 127.0.0.1:1}]":               DefaultWarmup,
+		"endpoints: [{address: 127.0.0.1:1}]\n  warmup: 0":  0,
 		"endpoints: [{address: 127.0.0.1:1}]\n  warmup: 5s": 5 * time.Second,
 	} {
 		cfg, ds := LoadBytes("x.yaml", []byte(clusterDoc(spec)))

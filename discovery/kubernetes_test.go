@@ -69,11 +69,11 @@ func TestFromSlicesConditionsAndPorts(t *testing.T) {
 	}{
 		{"conditions per the EndpointSlice API", spec, []any{slice("prod", "api", "api-1", httpPort,
 			ep{ip: "10.0.0.1", ready: yes},
-			ep{ip: "10.0.0.2"}, // nil ready means ready
-			ep{ip: "10.0.0.3", ready: no, serving: no},            // starting or failing readiness: left out
+			ep{ip: "10.0.0.2"},                                            // nil ready means ready
+			ep{ip: "10.0.0.3", ready: no, serving: no},                    // starting or failing readiness: left out
 			ep{ip: "10.0.0.4", ready: no, serving: yes, terminating: yes}, // terminating, still serving: drain
 			ep{ip: "10.0.0.5", ready: no, serving: no, terminating: yes},  // terminating, not serving: drain too
-			ep{ip: "10.0.0.6", ready: yes, terminating: yes},               // publishNotReadyAddresses: terminating wins
+			ep{ip: "10.0.0.6", ready: yes, terminating: yes},              // publishNotReadyAddresses: terminating wins
 			ep{ip: "not-an-ip", ready: yes},
 		)}, []model.Endpoint{eps("10.0.0.1:8080")[0], eps("10.0.0.2:8080")[0], draining("10.0.0.4:8080"), draining("10.0.0.5:8080"), draining("10.0.0.6:8080")}, ""},
 		{"several slices, one address in two (ready wins), other services and namespaces ignored", spec, []any{
@@ -169,7 +169,9 @@ func hasEndpoints(want ...model.Endpoint) func(Result) bool {
 
 // fakeClient is a fake clientset's discovery client; like the fake clientset itself,
 // it tells the informer that it cannot stream lists.
-type fakeClient struct{ discoveryclient.DiscoveryV1Interface }
+type fakeClient struct {
+	discoveryclient.DiscoveryV1Interface
+}
 
 func (fakeClient) IsWatchListSemanticsUnSupported() bool { return true }
 
@@ -303,4 +305,3 @@ func TestKubernetesSourceRetriesTheClient(t *testing.T) {
 	res.waitFor(t, "the client error", func(r Result) bool { return r.Err != nil })
 	res.waitFor(t, "the list once the client builds", hasEndpoints(eps("10.0.0.1:8080")...))
 }
-

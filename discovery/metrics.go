@@ -13,7 +13,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_discovery_resolutions_total",
-			Help: "Discovery answers by cluster and result (success, empty, nxdomain, servfail, refused, timeout, error).",
+			Help: "Discovery answers by cluster and result (success, empty, nxdomain, servfail, refused, timeout, unreachable, error).",
 		}, []string{"cluster", "result"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_discovery_endpoints",

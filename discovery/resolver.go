@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -86,8 +87,11 @@ func (r *resolver) exchange(ctx context.Context, qname string, qtype uint16) (*d
 			}
 			kind := ResultError
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
 				kind = ResultTimeout
+			case errors.Is(err, syscall.ECONNREFUSED):
+				kind = ResultUnreachable
 			}
 			last = errorf(kind, "%s %s from %s: %v", qname, dns.TypeToString[qtype], server, err)
 			continue

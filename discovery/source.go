@@ -48,13 +48,14 @@ type Result struct {
 
 // Failure kinds, used as the result label of sluice_discovery_resolutions_total.
 const (
-	ResultSuccess  = "success"
-	ResultEmpty    = "empty"    // no records, or no ready endpoint
-	ResultNXDomain = "nxdomain" // the name does not exist
-	ResultServFail = "servfail"
-	ResultRefused  = "refused"
-	ResultTimeout  = "timeout"
-	ResultError    = "error" // anything else: network, API server, malformed answer
+	ResultSuccess     = "success"
+	ResultEmpty       = "empty"    // no records, or no ready endpoint
+	ResultNXDomain    = "nxdomain" // the name does not exist
+	ResultServFail    = "servfail"
+	ResultRefused     = "refused"
+	ResultTimeout     = "timeout"
+	ResultUnreachable = "unreachable" // connection refused: nothing listens there
+	ResultError       = "error"       // anything else: network, API server, malformed answer
 )
 
 // Error is a failed discovery answer.
@@ -75,8 +76,8 @@ func (e *Error) Short() string {
 		return map[string]string{ResultServFail: "SERVFAIL", ResultNXDomain: "NXDOMAIN", ResultRefused: "REFUSED"}[e.Kind]
 	case ResultEmpty:
 		return "empty answer"
-	case ResultTimeout:
-		return "timeout"
+	case ResultTimeout, ResultUnreachable:
+		return e.Kind
 	}
 	return e.Detail
 }

@@ -231,6 +231,19 @@ func TestResolveFailuresAreClassified(t *testing.T) {
 	}
 }
 
+func TestResolveUnreachableServer(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := pc.LocalAddr().String()
+	pc.Close() // nothing listens there now: the kernel answers "port unreachable"
+	_, err = testResolver(t, closed).host(context.Background(), "api.test", 80)
+	if k := kindOf(err); k != ResultUnreachable && k != ResultTimeout {
+		t.Errorf("closed port: %v (%s), want unreachable", err, k)
+	}
+}
+
 func TestResolveAsksTheNextServer(t *testing.T) {
 	bad := startServer(t, rcode(dns.RcodeServerFailure))
 	silent := startServer(t, func(dns.Question, bool) *dns.Msg { return nil })

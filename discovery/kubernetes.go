@@ -17,8 +17,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
-	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -26,16 +27,23 @@ import (
 	"github.com/sluice-mesh/sluice/model"
 )
 
-// KubeClientFunc returns the EndpointSlice API client for a kubeconfig file ("": the
-// in-cluster configuration). Tests pass a fake clientset's DiscoveryV1(), wrapped in a
-// type whose IsWatchListSemanticsUnSupported() returns true (as the fake clientset's
-// own does), so the informer lists and watches instead of streaming the list.
-type KubeClientFunc func(kubeconfig string) (discoveryclient.DiscoveryV1Interface, error)
+// SliceClient lists and watches EndpointSlices in a namespace: the two calls
+// Kubernetes discovery makes.
+type SliceClient interface {
+	List(ctx context.Context, namespace string, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error)
+	Watch(ctx context.Context, namespace string, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// KubeClientFunc returns the EndpointSlice client for a kubeconfig file ("": the
+// in-cluster configuration). Tests wrap a fake clientset; a client that cannot stream
+// lists says so with IsWatchListSemanticsUnSupported() bool, as fake clientsets do.
+type KubeClientFunc func(kubeconfig string) (SliceClient, error)
 
 // DefaultKubeClient builds a client from the kubeconfig file, or the in-cluster
-// configuration (the pod's service account) when kubeconfig is "". Only the
-// discovery.k8s.io/v1 client is built: Sluice reads EndpointSlices and nothing else.
-func DefaultKubeClient(kubeconfig string) (discoveryclient.DiscoveryV1Interface, error) {
+// configuration (the pod's ServiceAccount) when kubeconfig is "". It knows the
+// discovery.k8s.io/v1 types only: client-go's typed clientset would link every
+// Kubernetes API group into the binary (+34 MB) to read one of them.
+func DefaultKubeClient(kubeconfig string) (SliceClient, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -46,8 +54,38 @@ func DefaultKubeClient(kubeconfig string) (discoveryclient.DiscoveryV1Interface,
 	if err != nil {
 		return nil, err
 	}
+	scheme := runtime.NewScheme()
+	if err := discoveryv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(scheme, schema.GroupVersion{Version: "v1"})
+	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "sluice"
-	return discoveryclient.NewForConfig(cfg)
+	cfg.APIPath = "/apis"
+	cfg.GroupVersion = &discoveryv1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &restSlices{rc: rc, params: runtime.NewParameterCodec(scheme)}, nil
+}
+
+// restSlices is SliceClient over a REST client.
+type restSlices struct {
+	rc     *rest.RESTClient
+	params runtime.ParameterCodec
+}
+
+func (c *restSlices) List(ctx context.Context, ns string, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error) {
+	out := &discoveryv1.EndpointSliceList{}
+	err := c.rc.Get().Namespace(ns).Resource("endpointslices").VersionedParams(&opts, c.params).Do(ctx).Into(out)
+	return out, err
+}
+
+func (c *restSlices) Watch(ctx context.Context, ns string, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.rc.Get().Namespace(ns).Resource("endpointslices").VersionedParams(&opts, c.params).Watch(ctx)
 }
 
 // KubernetesSource watches the EndpointSlices of one Service with a client-go
@@ -104,16 +142,15 @@ func (s *KubernetesSource) Run(ctx context.Context, report func(Result)) {
 		}
 		client, err = s.client(s.kubeconfig)
 	}
-	slices := client.EndpointSlices(s.spec.Namespace)
-	selector := discoveryv1.LabelServiceName + "=" + s.spec.Service
+	ns, selector := s.spec.Namespace, discoveryv1.LabelServiceName+"="+s.spec.Service
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = selector
-			return slices.List(ctx, o)
+			return client.List(ctx, ns, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = selector
-			return slices.Watch(ctx, o)
+			return client.Watch(ctx, ns, o)
 		},
 	}
 	// The client says whether it can stream the initial list (a watch-list); fake

@@ -14,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
-	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/sluice-mesh/sluice/model"
@@ -112,8 +112,8 @@ func TestFromSlicesConditionsAndPorts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tc.want, got); d != "" {
-				t.Errorf("(-want +got):\n%s", d)
+			if !equal(tc.want, got) {
+				t.Errorf("(-want +got):\n%s", cmp.Diff(tc.want, got))
 			}
 		})
 	}
@@ -167,21 +167,25 @@ func hasEndpoints(want ...model.Endpoint) func(Result) bool {
 	return func(r Result) bool { return r.Err == nil && equal(r.Endpoints, want) }
 }
 
-// fakeClient is a fake clientset's discovery client; like the fake clientset itself,
-// it tells the informer that it cannot stream lists.
-type fakeClient struct {
-	discoveryclient.DiscoveryV1Interface
+// fakeClient is SliceClient over a fake clientset; like the fake clientset itself, it
+// tells the informer that it cannot stream lists.
+type fakeClient struct{ cs *fake.Clientset }
+
+func (f fakeClient) List(ctx context.Context, ns string, o metav1.ListOptions) (*discoveryv1.EndpointSliceList, error) {
+	return f.cs.DiscoveryV1().EndpointSlices(ns).List(ctx, o)
+}
+
+func (f fakeClient) Watch(ctx context.Context, ns string, o metav1.ListOptions) (watch.Interface, error) {
+	return f.cs.DiscoveryV1().EndpointSlices(ns).Watch(ctx, o)
 }
 
 func (fakeClient) IsWatchListSemanticsUnSupported() bool { return true }
 
-func fakeDiscovery(cs *fake.Clientset) discoveryclient.DiscoveryV1Interface {
-	return fakeClient{cs.DiscoveryV1()}
-}
+func fakeDiscovery(cs *fake.Clientset) SliceClient { return fakeClient{cs} }
 
-func runKube(t *testing.T, client discoveryclient.DiscoveryV1Interface, spec model.KubernetesDiscovery) *results {
+func runKube(t *testing.T, client SliceClient, spec model.KubernetesDiscovery) *results {
 	t.Helper()
-	src := NewKubernetesSource(spec, "", func(string) (discoveryclient.DiscoveryV1Interface, error) { return client, nil })
+	src := NewKubernetesSource(spec, "", func(string) (SliceClient, error) { return client, nil })
 	res := newResults()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -286,7 +290,7 @@ func TestKubernetesSourceReportsAPIErrors(t *testing.T) {
 func TestKubernetesSourceRetriesTheClient(t *testing.T) {
 	cs := fake.NewClientset(slice("prod", "api", "api-a", httpPort, ep{ip: "10.0.0.1"}))
 	calls := 0
-	src := NewKubernetesSource(model.KubernetesDiscovery{Service: "api", Namespace: "prod", Kubeconfig: "/mine"}, "/global", func(kc string) (discoveryclient.DiscoveryV1Interface, error) {
+	src := NewKubernetesSource(model.KubernetesDiscovery{Service: "api", Namespace: "prod", Kubeconfig: "/mine"}, "/global", func(kc string) (SliceClient, error) {
 		calls++
 		if kc != "/mine" {
 			t.Errorf("kubeconfig %q, want the cluster's own /mine", kc)

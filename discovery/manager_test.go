@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
-	discoveryclient "k8s.io/client-go/kubernetes/typed/discovery/v1"
 
 	"github.com/sluice-mesh/sluice/model"
 )
@@ -240,7 +239,7 @@ func TestManagerKubernetes(t *testing.T) {
 	cs := fake.NewClientset(slice("prod", "api", "api-a", httpPort, ep{ip: "10.0.0.1"}, ep{ip: "10.0.0.2"}))
 	var kubeconfigs []string
 	var mu sync.Mutex
-	h := newHarness(t, Options{KubeClient: func(kc string) (discoveryclient.DiscoveryV1Interface, error) {
+	h := newHarness(t, Options{KubeClient: func(kc string) (SliceClient, error) {
 		mu.Lock()
 		kubeconfigs = append(kubeconfigs, kc)
 		mu.Unlock()

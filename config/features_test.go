@@ -33,7 +33,7 @@ func TestFeatures(t *testing.T) {
 	}
 	wantBlue := model.Cluster{
 		Name: "blue", Endpoints: []model.Endpoint{{Address: "127.0.0.1:7001", Weight: 3}, {Address: "[::1]:7002", Weight: 1}},
-		Protocol: model.ProtocolH2C, ConnectTimeout: 250 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		Protocol: model.ProtocolH2C, Warmup: DefaultWarmup, ConnectTimeout: 250 * time.Millisecond, RequestTimeout: 5 * time.Second,
 		Outlier: model.OutlierDetection{ConsecutiveFailures: 0, BaseEjectionTime: 30 * time.Second},
 	}
 	if d := cmp.Diff(wantBlue, *cfg.Cluster("blue"), ignorePos); d != "" {

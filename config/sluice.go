@@ -130,10 +130,12 @@ func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 		Outlier:        model.OutlierDetection{ConsecutiveFailures: DefaultConsecutiveFailures, BaseEjectionTime: DefaultBaseEjectionTime},
 		Pos:            pos,
 	}
+	d.discovery(spec, &c)
+	discovered := !isNull(d.resolve(spec.get("dns"))) || !isNull(d.resolve(spec.get("kubernetes")))
 	eps := spec.get("endpoints")
-	if eps == nil || len(d.list(eps, spec.sub("endpoints"))) == 0 {
+	if !discovered && (eps == nil || len(d.list(eps, spec.sub("endpoints"))) == 0) {
 		if eps == nil || isNull(eps) {
-			spec.require("endpoints", "list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}]")
+			spec.require("endpoints", "list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}], or discover them with dns or kubernetes")
 		} else if d.resolve(eps) != nil && d.resolve(eps).Kind == yaml.SequenceNode {
 			d.errf(eps, CodeSchema, "%s: list at least one endpoint", spec.sub("endpoints"))
 		}
@@ -187,7 +189,7 @@ func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 		hc.end()
 		c.HealthCheck = h
 	}
-	c.Warmup = d.dur(spec, "warmup", 0)
+	c.Warmup = d.dur(spec, "warmup", DefaultWarmup)
 	c.ConnectTimeout = d.dur(spec, "connectTimeout", DefaultConnectTimeout)
 	if c.ConnectTimeout == 0 {
 		d.errf(spec.key("connectTimeout"), CodeValue, "%s: must be more than 0", spec.sub("connectTimeout"))
@@ -439,6 +441,7 @@ func (l *loader) controlPlane(d *dec, name string, pos model.Pos, spec *obj) {
 		d.warnf(spec.key("stateDir"), CodeIgnored, "%s is ignored: with store.etcd, rollout state lives in etcd", spec.sub("stateDir"))
 	}
 	cp.MinRequests = d.nonNegative(spec, "minRequests", DefaultMinRequests)
+	d.controlPlaneDiscovery(spec, &cp)
 	for i, wn := range d.list(spec.get("webhooks"), spec.sub("webhooks")) {
 		wo := d.object(wn, wn, spec.sub("webhooks")+"["+strconv.Itoa(i)+"]")
 		w := model.Webhook{Timeout: d.dur(wo, "timeout", DefaultWebhookTimeout), Retries: d.nonNegative(wo, "retries", DefaultWebhookRetries)}

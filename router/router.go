@@ -33,6 +33,8 @@ package router
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -70,6 +72,13 @@ type Options struct {
 	// MaxMirrorBody is the largest request body copied to a mirror (default 1 MiB);
 	// larger requests are forwarded but not mirrored.
 	MaxMirrorBody int64
+	// UpstreamIdleTimeout closes pooled upstream connections idle for longer
+	// (default 60s); a sweeper runs at a quarter of it.
+	UpstreamIdleTimeout time.Duration
+	// StickyKeys are the HMAC keys of sticky-session cookies: the first signs, all verify
+	// (see LoadStickyKeys). Empty: a random key for this process, so cookies do not
+	// survive a restart.
+	StickyKeys [][]byte
 }
 
 // Router serves the listeners of the latest applied snapshot.
@@ -92,6 +101,13 @@ type Router struct {
 
 	mirrorSem chan struct{}
 	bg        sync.WaitGroup // mirrors and draining listeners
+
+	stickyKeys [][]byte
+	stickyNext atomic.Uint64 // sequence of new sticky buckets
+
+	sweepStop chan struct{}
+	sweepDone chan struct{}
+	sweepOnce sync.Once
 
 	verMu   sync.Mutex
 	applied uint64
@@ -130,11 +146,22 @@ func New(opts Options) (*Router, error) {
 	if opts.MaxMirrorBody <= 0 {
 		opts.MaxMirrorBody = 1 << 20
 	}
+	if opts.UpstreamIdleTimeout <= 0 {
+		opts.UpstreamIdleTimeout = 60 * time.Second
+	}
+	keys := opts.StickyKeys
+	if len(keys) == 0 {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, fmt.Errorf("router sticky key: %w", err)
+		}
+		keys = [][]byte{k}
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
-	return &Router{
+	r := &Router{
 		opts:       opts,
 		log:        opts.Logger,
 		now:        opts.Now,
@@ -148,9 +175,17 @@ func New(opts Options) (*Router, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		mirrorSem: make(chan struct{}, opts.MaxMirrorsInFlight),
-		verCh:     make(chan struct{}),
-	}, nil
+		mirrorSem:  make(chan struct{}, opts.MaxMirrorsInFlight),
+		verCh:      make(chan struct{}),
+		stickyKeys: keys,
+		sweepStop:  make(chan struct{}),
+		sweepDone:  make(chan struct{}),
+	}
+	var start [8]byte
+	rand.Read(start[:])
+	r.stickyNext.Store(binary.LittleEndian.Uint64(start[:]) % 100)
+	go r.sweep()
+	return r, nil
 }
 
 // ErrClosed is returned by Apply after Shutdown.
@@ -316,6 +351,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	r.stopSweeper()
 	for _, e := range eps {
 		e.stopHealthCheck()
 		e.pool.closeAll()
@@ -338,27 +374,20 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	return errors.Join(<-errs, ctx.Err())
 }
 
-func (r *Router) newServer(addr string, ln net.Listener, lim model.Limits) *listenerServer {
+func (r *Router) newServer(addr string, ln net.Listener, lim limits) *listenerServer {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
-	idle := lim.IdleTimeout
-	if idle <= 0 {
-		idle = 120 * time.Second
-	}
-	rht := lim.ReadTimeout
-	if rht <= 0 {
-		rht = 30 * time.Second
-	}
 	ls := &listenerServer{addr: addr, ln: ln, done: make(chan struct{})}
 	ls.fast = &fastListener{r: r, addr: addr, ln: ln, handoff: newChanListener(ln.Addr()), conns: map[*fastConn]struct{}{}}
 	ls.srv = &http.Server{
 		Handler:           &listenerHandler{r: r, addr: addr, proxy: r.newProxy()},
-		MaxHeaderBytes:    lim.MaxHeaderBytes, // 0: net/http's 1 MiB default
-		IdleTimeout:       idle,
-		ReadHeaderTimeout: rht,
+		MaxHeaderBytes:    lim.maxHead,
+		IdleTimeout:       lim.idle,
+		ReadHeaderTimeout: lim.header,
 		Protocols:         &p,
 		ErrorLog:          zap.NewStdLog(r.log.Named("http")),
+		ConnContext:       handedOffContext,
 	}
 	return ls
 }

@@ -57,10 +57,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	ctl := http.NewResponseController(w)
 	tw := &timedWriter{ResponseWriter: w, ctl: ctl, timeout: lim.send}
 	tw.touch()
-	if req.Method == http.MethodConnect {
-		r.metrics.clientError(lt.name, errConnect.reason)
+	if e := checkRequest(req); e != nil {
+		r.metrics.clientError(lt.name, e.reason)
 		w.Header().Set("Connection", "close")
-		http.Error(tw, errConnect.msg, errConnect.status)
+		http.Error(tw, e.msg, e.status)
 		return
 	}
 	if !isWebSocket(req) {
@@ -128,6 +128,26 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}()
 	h.proxy.ServeHTTP(tw, out)
+}
+
+// checkRequest applies to a request net/http parsed the rules of the strict parser that
+// net/http does not (those it cannot see, such as obs-fold or a repeated Content-Length,
+// are listed in parse_fuzz_test.go).
+func checkRequest(req *http.Request) *headError {
+	switch {
+	case req.Method == http.MethodConnect:
+		return errConnect
+	case req.ProtoMajor == 1 && req.ProtoMinor > 1:
+		return errVersion
+	case !validHost([]byte(req.Host)):
+		return errHost
+	case strings.IndexByte(req.RequestURI, '#') >= 0,
+		req.RequestURI == "*" && req.Method != http.MethodOptions,
+		req.URL.User != nil,
+		req.URL.Scheme != "" && !strings.EqualFold(req.URL.Scheme, "http") && !strings.EqualFold(req.URL.Scheme, "https"):
+		return errTarget
+	}
+	return nil
 }
 
 // isWebSocket reports a WebSocket upgrade request: HTTP/1.1, Connection: upgrade and

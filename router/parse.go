@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"net/http"
 )
 
@@ -111,27 +110,22 @@ var (
 	errBodyMalformed = &headError{http.StatusBadRequest, reasonBadBody, "malformed request body"}
 )
 
-// errIncomplete: the connection ended (or timed out) inside a head.
-var errIncomplete = errors.New("incomplete request head")
-
-// readHead reads one request head, up to and including its empty line, appending it to
-// dst. Empty lines before the request line are skipped (RFC 9112 §2.2). It returns
-// errHeadTooLarge when the head exceeds max bytes, errIncomplete (wrapping nothing) when
-// the stream ends inside the head, or the reader's error when it ends before one.
+// readHead reads one head, up to and including its empty line, into dst[:0]. Empty
+// lines before the first line are skipped (RFC 9112 §2.2), up to max bytes of them. It
+// returns errHeadTooLarge when the head exceeds max bytes, or the reader's error; the
+// head read so far is returned with it (empty when the stream ended between heads).
 func readHead(br *bufio.Reader, dst []byte, max int) ([]byte, error) {
 	dst = dst[:0]
+	skipped := 0
 	for {
-		line, err := readLine(br, &dst, max)
+		line, err := readLine(br, &dst, max-skipped)
 		if err != nil {
-			if len(dst) > 0 || line > 0 {
-				if err == errHeadTooLarge {
-					return dst, err
-				}
-				return dst, errIncomplete
-			}
 			return dst, err
 		}
 		if line == 0 && len(dst) == 0 {
+			if skipped += 2; skipped > max {
+				return dst, errHeadTooLarge
+			}
 			continue // an empty line before the request line
 		}
 		if line == 0 {

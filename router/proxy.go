@@ -117,7 +117,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		p := recover()
 		o := st.o
 		switch {
-		case p != nil && st.client.Err() != nil, !st.done && st.client.Err() != nil:
+		case p != nil && (st.client.Err() != nil || tw.err != nil), !st.done && st.client.Err() != nil:
 			o = outcome{status: statusClientClosed, blame: blameClientGone}
 		case p != nil:
 			o = outcome{status: http.StatusBadGateway, blame: blameUpstream} // the upstream broke off mid-response
@@ -195,6 +195,7 @@ type timedWriter struct {
 	ctl     *http.ResponseController
 	timeout time.Duration
 	wdl     time.Time
+	err     error // the first failed write: the client left or stopped reading
 }
 
 func (w *timedWriter) touch() {
@@ -210,10 +211,24 @@ func (w *timedWriter) touch() {
 func (w *timedWriter) WriteHeader(code int) { w.touch(); w.ResponseWriter.WriteHeader(code) }
 
 // Write writes body bytes.
-func (w *timedWriter) Write(p []byte) (int, error) { w.touch(); return w.ResponseWriter.Write(p) }
+func (w *timedWriter) Write(p []byte) (int, error) {
+	w.touch()
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
 
 // FlushError flushes (http.ResponseController uses it).
-func (w *timedWriter) FlushError() error { w.touch(); return w.ctl.Flush() }
+func (w *timedWriter) FlushError() error {
+	w.touch()
+	err := w.ctl.Flush()
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return err
+}
 
 // Unwrap gives http.ResponseController the underlying writer (for Hijack).
 func (w *timedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -21,6 +21,15 @@ import (
 // "200 OK" with the body "NAME METHOD TARGET", so a response that reaches the wrong
 // client shows which request it belonged to. A request with "Connection: upgrade" and an
 // Upgrade header is answered 101, after which the connection only records.
+// rawMode is how a rawBackend treats requests.
+type rawMode int
+
+const (
+	rawAnswer    rawMode = iota // answer, keep the connection
+	rawCloseIdle                // answer, then close the connection without saying so (an expired keep-alive)
+	rawHangUp                   // read the request, close without answering (a crashing upstream)
+)
+
 type rawBackend struct {
 	name string
 	addr string
@@ -30,10 +39,9 @@ type rawBackend struct {
 	conns []*bytes.Buffer // bytes received, per accepted connection
 	reqs  int             // requests answered
 	open  int             // connections open now
-	// closeIdle, when set, makes the backend close a connection right after answering
-	// (without saying so), like an upstream whose keep-alive timeout just ran out.
-	closeIdle bool
-	changed   chan struct{} // closed and replaced on every change
+	// mode is how requests are answered (rawAnswer by default).
+	mode    rawMode
+	changed chan struct{} // closed and replaced on every change
 }
 
 func newRawBackend(t *testing.T, name string) *rawBackend {
@@ -131,14 +139,19 @@ func (b *rawBackend) serve(c net.Conn) {
 				return
 			}
 		}
+		b.mu.Lock()
+		mode := b.mode
+		b.mu.Unlock()
+		if mode == rawHangUp {
+			return
+		}
 		body := b.name + " " + method + " " + target
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: %s\r\n\r\n%s", len(body), b.name, body)
 		b.mu.Lock()
 		b.reqs++
 		b.notify()
-		closeIdle := b.closeIdle
 		b.mu.Unlock()
-		if closeIdle {
+		if mode == rawCloseIdle {
 			return
 		}
 	}
@@ -192,6 +205,13 @@ func lenientChunked(br *bufio.Reader) error {
 			return err
 		}
 	}
+}
+
+// setMode changes how the next requests are treated.
+func (b *rawBackend) setMode(m rawMode) {
+	b.mu.Lock()
+	b.mode = m
+	b.mu.Unlock()
 }
 
 // received returns a copy of the bytes each connection received so far.

@@ -378,8 +378,8 @@ func validCookieName(s string) bool {
 	return true
 }
 
-// transportFor returns the shared upstream transport for a cluster's protocol and
-// connect timeout, creating it on first use. Transports are never closed while the
+// transportFor returns the shared upstream transport for a cluster's protocol,
+// connect timeout and response-header timeout, creating it on first use. Transports are never closed while the
 // router runs, so in-flight requests on an old table keep their connections.
 func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 	ct := c.ConnectTimeout
@@ -387,7 +387,7 @@ func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 		ct = 5 * time.Second
 	}
 	h2c := c.Protocol == model.ProtocolH2C
-	key := fmt.Sprintf("%v/%d", h2c, ct)
+	key := fmt.Sprintf("%v/%d/%d", h2c, ct, c.ResponseHeaderTimeout)
 	r.trMu.Lock()
 	defer r.trMu.Unlock()
 	if t, ok := r.transports[key]; ok {
@@ -398,7 +398,8 @@ func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 		DialContext:           d.DialContext,
 		MaxIdleConns:          0, // no global cap
 		MaxIdleConnsPerHost:   r.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       r.opts.UpstreamIdleTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
 		DisableCompression:    true,
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       32 << 10,

@@ -246,10 +246,12 @@ func parseHead(head []byte, h *reqHead) *headError {
 			upgrades++
 			upgradeVal = value
 		case equalFold(name, "Expect"):
-			if !equalFold(value, "100-continue") {
+			switch {
+			case equalFold(value, "100-continue"):
+				h.expect = true
+			case len(value) > 0: // an empty one means nothing, as in net/http
 				return errExpect
 			}
-			h.expect = true
 		}
 		h.fields = append(h.fields, headerField{name: name, value: value})
 	}
@@ -365,8 +367,9 @@ func validPath(t []byte) bool {
 }
 
 // validHost checks uri-host [":" port] (RFC 3986 §3.2.2): an IP literal in brackets, or
-// a reg-name / IPv4 address of unreserved, sub-delims and pct-encoded characters. An
-// empty value is allowed (RFC 9110 §7.2), as net/http allows it.
+// a reg-name / IPv4 address of unreserved and sub-delims characters (no pct-encoding),
+// and a port of at most 5 digits. An empty value is allowed (RFC 9110 §7.2), as net/http
+// allows it.
 func validHost(b []byte) bool {
 	if len(b) == 0 {
 		return true
@@ -397,17 +400,11 @@ func validHost(b []byte) bool {
 		if len(host) == 0 {
 			return false
 		}
-		for i := 0; i < len(host); i++ {
-			c := host[i]
+		for _, c := range host {
 			switch {
 			case isAlnum(c), c == '-', c == '.', c == '_', c == '~':
 			case c == '!', c == '$', c == '&', c == '\'', c == '(', c == ')', c == '*', c == '+', c == ',', c == ';', c == '=':
-			case c == '%':
-				if i+2 >= len(host) || !isHex(host[i+1]) || !isHex(host[i+2]) {
-					return false
-				}
-				i += 2
-			default:
+			default: // also "%": pct-encoded hosts are legal but unused, and libraries read them differently
 				return false
 			}
 		}

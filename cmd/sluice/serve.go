@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -66,6 +67,9 @@ func init() {
 	}
 	register(c)
 }
+
+// stickyKeyFile is the file in the state directory holding the sticky-cookie keys.
+const stickyKeyFile = "sticky-cookie.keys"
 
 // serveOptions configures runServe.
 type serveOptions struct {
@@ -147,7 +151,13 @@ func runServe(ctx context.Context, o serveOptions) error {
 	var planes []analyzer.DataPlane
 	var rt *router.Router
 	if len(cfg.Listeners) > 0 {
-		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg}); err != nil {
+		// Sticky-session cookies are signed with keys kept in the state directory, so they
+		// survive restarts (see router.LoadStickyKeys for rotation).
+		keys, err := router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile))
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)
 		}
 		planes = append(planes, rt)

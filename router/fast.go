@@ -177,6 +177,7 @@ type fastConn struct {
 	rawHost, rawPath string // last Host and path seen (their strings are reused)
 
 	rdl, wdl time.Time // client read and write deadlines now set
+	now      time.Time // the latest clock reading (a request's start or end)
 
 	// The request body: body holds it when it was already buffered whole (it can then
 	// be sent again); bodyLeft counts the bytes not yet read from the client.
@@ -226,7 +227,10 @@ func (fc *fastConn) serve() {
 			return // the listener is being removed
 		}
 		if fc.br.Buffered() == 0 {
-			fc.readBy(time.Now(), lt.limits.idle)
+			if fc.now.IsZero() {
+				fc.now = time.Now()
+			}
+			fc.readBy(fc.now, lt.limits.idle)
 			if fl.closing.Load() { // shutdown's wake-up deadline may just have been overwritten
 				return
 			}
@@ -319,6 +323,7 @@ func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 // is to be handed to net/http (then nothing of this request was answered yet).
 func (fc *fastConn) one(lt *listenerTable) (keep bool, hand handoffKind) {
 	start := time.Now()
+	fc.now = start
 	lim := &lt.limits
 	if !headBuffered(fc.br) {
 		fc.readBy(start, lim.header)
@@ -415,8 +420,8 @@ func (fc *fastConn) proxy(lt *listenerTable, d *decision, start time.Time) bool 
 	midx := methodIndexB(h.method)
 	method := methods[midx]
 	replayable := midx < len(methods)-1 && idempotent(method) && (h.length <= 0 || fc.body != nil)
-	ep, o := d.up.send(r.now().UnixNano(), replayable, func(ep *endpoint, fresh bool) outcome {
-		return fc.attempt(lt, d, ep, fresh, replayable)
+	ep, o := d.up.send(r.nanos(start), replayable, func(ep *endpoint, fresh bool) outcome {
+		return fc.attempt(lt, d, ep, fresh, replayable, start)
 	})
 	if fc.body != nil {
 		fc.br.Discard(len(fc.body))
@@ -433,7 +438,7 @@ func (fc *fastConn) proxy(lt *listenerTable, d *decision, start time.Time) bool 
 	if fc.bodyLeft > 0 {
 		o.keepClient = false // the rest of the body was never read: nothing after it can be
 	}
-	r.finish(lt, d, ep, midx, &o, start)
+	fc.now = r.finish(lt, d, ep, midx, &o, start)
 	return o.keepClient
 }
 

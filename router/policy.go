@@ -238,17 +238,29 @@ func (u *upstream) send(nowNanos int64, replayable bool, try func(ep *endpoint, 
 
 // finish records a request that reached the routing decision. A client's failure goes to
 // sluice_router_client_errors_total only; everything else to the analysis series of the
-// route and cluster, or to the excluded series for internal and warm-up traffic.
-func (r *Router) finish(lt *listenerTable, d *decision, ep *endpoint, method int, o *outcome, start time.Time) {
+// route and cluster, or to the excluded series for internal and warm-up traffic. It
+// returns the time it read.
+func (r *Router) finish(lt *listenerTable, d *decision, ep *endpoint, method int, o *outcome, start time.Time) time.Time {
+	end := time.Now()
 	if o.blame == blameClient {
 		r.metrics.clientError(lt.name, o.clientErr.reason)
-		return
+		return end
 	}
 	reason := reasonNone
 	if d.internal {
 		reason = reasonInternal
-	} else if ep != nil && ep.warming(d.up.warmup, r.now().UnixNano()) {
+	} else if ep != nil && d.up.warmup > 0 && ep.warming(d.up.warmup, r.nanos(end)) {
 		reason = reasonWarmup
 	}
-	d.route.metrics[d.up].observeIdx(method, o.status, reason, time.Since(start).Seconds())
+	d.route.metrics[d.up].observeIdx(method, o.status, reason, end.Sub(start).Seconds())
+	return end
+}
+
+// nanos returns the router's clock at t, read from the wall clock: t itself unless a
+// test injected a clock (Options.Now).
+func (r *Router) nanos(t time.Time) int64 {
+	if r.opts.Now == nil {
+		return t.UnixNano()
+	}
+	return r.now().UnixNano()
 }

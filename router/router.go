@@ -131,9 +131,6 @@ func New(opts Options) (*Router, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.MaxIdleConnsPerHost <= 0 {
 		opts.MaxIdleConnsPerHost = 1024
 	}
@@ -148,6 +145,10 @@ func New(opts Options) (*Router, error) {
 	}
 	if opts.UpstreamIdleTimeout <= 0 {
 		opts.UpstreamIdleTimeout = 60 * time.Second
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
 	}
 	keys := opts.StickyKeys
 	if len(keys) == 0 {
@@ -164,7 +165,7 @@ func New(opts Options) (*Router, error) {
 	r := &Router{
 		opts:       opts,
 		log:        opts.Logger,
-		now:        opts.Now,
+		now:        now,
 		metrics:    m,
 		servers:    map[string]*listenerServer{},
 		endpoints:  map[string]*endpoint{},

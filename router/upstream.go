@@ -81,15 +81,15 @@ type connPool struct {
 	idle []*upConn
 }
 
-// get returns the most recently used idle connection not older than maxIdle, or nil.
-func (p *connPool) get(maxIdle time.Duration) *upConn {
+// get returns the most recently used connection idle for less than maxIdle at now, or nil.
+func (p *connPool) get(maxIdle time.Duration, now time.Time) *upConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		uc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
-		if time.Since(uc.used) < maxIdle {
+		if now.Sub(uc.used) < maxIdle {
 			return uc
 		}
 		uc.c.Close()
@@ -97,14 +97,14 @@ func (p *connPool) get(maxIdle time.Duration) *upConn {
 	return nil
 }
 
-// put returns a connection after a complete exchange; it is closed instead when the pool
-// is full or the upstream sent more than it was asked for.
-func (p *connPool) put(uc *upConn, max int) {
+// put returns a connection after a complete exchange, at now; it is closed instead when
+// the pool is full or the upstream sent more than it was asked for.
+func (p *connPool) put(uc *upConn, max int, now time.Time) {
 	if uc.br.Buffered() > 0 {
 		uc.c.Close()
 		return
 	}
-	uc.used = time.Now()
+	uc.used = now
 	p.mu.Lock()
 	if len(p.idle) < max {
 		p.idle = append(p.idle, uc)
@@ -194,16 +194,16 @@ func (r *Router) dial(u *upstream, ep *endpoint) (*upConn, error) {
 	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}, nil
 }
 
-// attempt makes one attempt at carrying the current request to ep (fresh: on a new
-// connection), for the policy's send.
-func (fc *fastConn) attempt(lt *listenerTable, d *decision, ep *endpoint, fresh, replayable bool) outcome {
+// attempt makes one attempt at carrying the current request, which arrived at start, to
+// ep (fresh: on a new connection), for the policy's send.
+func (fc *fastConn) attempt(lt *listenerTable, d *decision, ep *endpoint, fresh, replayable bool, start time.Time) outcome {
 	r := fc.fl.r
 	var uc *upConn
 	if !fresh {
-		uc = ep.pool.get(r.opts.UpstreamIdleTimeout)
+		uc = ep.pool.get(r.opts.UpstreamIdleTimeout, start)
 		for uc != nil && !replayable && uc.closedByPeer() {
 			uc.c.Close()
-			uc = ep.pool.get(r.opts.UpstreamIdleTimeout)
+			uc = ep.pool.get(r.opts.UpstreamIdleTimeout, start)
 		}
 	}
 	reused := uc != nil
@@ -213,25 +213,25 @@ func (fc *fastConn) attempt(lt *listenerTable, d *decision, ep *endpoint, fresh,
 			return outcome{blame: blameConnect}
 		}
 	}
-	o := fc.exchange(lt, d, uc, reused)
+	o := fc.exchange(lt, d, uc, reused, start)
 	if o.blame == blameNone && uc.keep {
 		if d.up.timeout > 0 {
 			uc.c.SetDeadline(time.Time{})
 			uc.rdl = time.Time{}
 		}
-		ep.pool.put(uc, r.opts.MaxIdleConnsPerHost)
+		ep.pool.put(uc, r.opts.MaxIdleConnsPerHost, fc.now)
 	} else {
 		uc.c.Close()
 	}
 	return o
 }
 
-// exchange writes the request to uc and relays the response to the client.
-func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused bool) outcome {
+// exchange writes the request, which arrived at start, to uc and relays the response to
+// the client.
+func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused bool, start time.Time) outcome {
 	h := &fc.h
 	lim := &lt.limits
 	up := d.up
-	start := time.Now()
 	if up.timeout > 0 {
 		uc.c.SetDeadline(start.Add(up.timeout))
 		uc.rdl = start.Add(up.timeout)
@@ -270,7 +270,9 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 			}
 			continue
 		}
-		if time.Since(start) > slowRequest && fc.clientGone() {
+		now := time.Now()
+		fc.now = now
+		if now.Sub(start) > slowRequest && fc.clientGone() {
 			return outcome{blame: blameClientGone}
 		}
 		keepClient := !h.close
@@ -283,7 +285,7 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 		if !keepClient {
 			fc.rhead = append(fc.rhead[:len(fc.rhead)-2], "Connection: close\r\n\r\n"...)
 		}
-		fc.writeBy(time.Now(), lim.send)
+		fc.writeBy(now, lim.send)
 		if _, err := fc.bw.Write(fc.rhead); err != nil {
 			return outcome{status: rs.status, blame: blameClientGone, answered: true}
 		}
@@ -530,33 +532,43 @@ type clientWriteError struct{ error }
 
 func (e clientWriteError) Unwrap() error { return e.error }
 
-// write writes to the client under the send timeout.
-func (fc *fastConn) write(b []byte, lim *limits) error {
-	fc.writeBy(time.Now(), lim.send)
+// write writes to the client (under the send timeout set by fill, or by exchange before
+// the response head).
+func (fc *fastConn) write(b []byte) error {
 	if _, err := fc.bw.Write(b); err != nil {
 		return clientWriteError{err}
 	}
 	return nil
 }
 
-func (fc *fastConn) flush(lim *limits) error {
-	fc.writeBy(time.Now(), lim.send)
+func (fc *fastConn) flush() error {
 	if err := fc.bw.Flush(); err != nil {
 		return clientWriteError{err}
 	}
 	return nil
 }
 
+// fill makes sure src has bytes buffered, reading the upstream when it has none; after
+// such a read, which may have waited, it moves the client's send deadline.
+func (fc *fastConn) fill(src *bufio.Reader, lim *limits) error {
+	if src.Buffered() > 0 {
+		return nil
+	}
+	if _, err := src.Peek(1); err != nil {
+		return err
+	}
+	fc.writeBy(time.Now(), lim.send)
+	return nil
+}
+
 // copyN relays n body bytes.
 func (fc *fastConn) copyN(src *bufio.Reader, n int64, lim *limits) error {
 	for n > 0 {
-		if src.Buffered() == 0 {
-			if _, err := src.Peek(1); err != nil {
-				return err
-			}
+		if err := fc.fill(src, lim); err != nil {
+			return err
 		}
 		b, _ := src.Peek(int(min(n, int64(src.Buffered()))))
-		if err := fc.write(b, lim); err != nil {
+		if err := fc.write(b); err != nil {
 			return err
 		}
 		src.Discard(len(b))
@@ -571,6 +583,9 @@ var errChunk = errors.New("malformed upstream chunked body")
 // that ends what the upstream sent so far.
 func (fc *fastConn) copyChunked(src *bufio.Reader, lim *limits) error {
 	for {
+		if err := fc.fill(src, lim); err != nil {
+			return err
+		}
 		line, err := src.ReadSlice('\n')
 		if err != nil {
 			if err == bufio.ErrBufferFull {
@@ -593,7 +608,7 @@ func (fc *fastConn) copyChunked(src *bufio.Reader, lim *limits) error {
 		if perr != nil || size[0] == '+' || size[0] == '-' || (ext >= 0 && !validFieldValue(line[ext:len(line)-1])) {
 			return errChunk
 		}
-		if err := fc.write(line, lim); err != nil {
+		if err := fc.write(line); err != nil {
 			return err
 		}
 		if n == 0 {
@@ -612,7 +627,7 @@ func (fc *fastConn) copyChunked(src *bufio.Reader, lim *limits) error {
 						return errChunk
 					}
 				}
-				if err := fc.write(t, lim); err != nil {
+				if err := fc.write(t); err != nil {
 					return err
 				}
 				if len(tl) == 0 {
@@ -630,11 +645,11 @@ func (fc *fastConn) copyChunked(src *bufio.Reader, lim *limits) error {
 		if len(bytes.TrimRight(end, "\r\n")) != 0 || len(end) > 2 {
 			return errChunk
 		}
-		if err := fc.write(end, lim); err != nil {
+		if err := fc.write(end); err != nil {
 			return err
 		}
 		if src.Buffered() == 0 {
-			if err := fc.flush(lim); err != nil {
+			if err := fc.flush(); err != nil {
 				return err
 			}
 		}
@@ -648,10 +663,11 @@ func (fc *fastConn) copyUntilEOF(src *bufio.Reader, lim *limits) error {
 	for {
 		n, err := src.Read(*buf)
 		if n > 0 {
-			if err := fc.write((*buf)[:n], lim); err != nil {
+			fc.writeBy(time.Now(), lim.send)
+			if err := fc.write((*buf)[:n]); err != nil {
 				return err
 			}
-			if err := fc.flush(lim); err != nil {
+			if err := fc.flush(); err != nil {
 				return err
 			}
 		}

@@ -1,34 +1,44 @@
 // Package router is Sluice's native data plane for teams without a mesh: it serves every
 // Listener of a model.Snapshot, splits each route between clusters by weight (exactly, with
 // a lock-free smooth weighted round robin), honours header routes, internal-traffic markers
-// and sticky-session cookies, mirrors requests, health-checks and ejects endpoints, and
-// measures each route and cluster in the series the analyzer queries.
+// and sticky sessions, mirrors requests, health-checks and ejects endpoints, and measures
+// each route and cluster in the series the analyzer queries.
 //
 // The routing table is immutable: Apply builds and validates a new one and swaps it in
 // atomically, so a weight change applies to the very next request and a bad snapshot is
 // refused while the old table keeps serving. Endpoint state (health, ejection, warm-up)
 // is kept per cluster and address across Apply.
 //
+// The router faces clients that may be hostile. Every HTTP/1.1 request head is read by a
+// strict parser (parse.go, RFC 9112/9110) before anything is forwarded; what it refuses
+// is answered (400, 405, 417, 431, 501, 505, 408 on a slow head) and counted in
+// sluice_router_client_errors_total{listener,reason}, never in the analysis series. The
+// hand-written fast path (fast.go) serves plain requests; the rest go to net/http on the
+// same connection after every owed response was written (fast.go explains when). Both
+// front ends route and retry with one policy (policy.go) and share its hop-by-hop list;
+// the fast path's transport is upstream.go, net/http's is http.Transport.
+//
+// Routes are chosen as Envoy chooses virtual hosts (match.go): the most specific host
+// pattern wins, then the first route of that host whose path prefix matches.
+//
 // Metrics, registered on Options.Registerer: http_requests_total, http_errors_total and
 // http_request_duration_seconds, labelled method, route, status_code and cluster, count
 // analysis traffic only — never internal-marked requests from trusted sources, requests
 // served by an endpoint in warm-up, or mirror copies; those go to
 // sluice_router_excluded_requests_total{route,cluster,reason=internal|warmup|mirror,status_code}.
-// A client that hangs up before its answer is recorded with status_code="499" in
-// http_requests_total and the histogram but never in http_errors_total, so it cannot fail
-// a canary. Upstream timeouts answer 504, unreachable upstreams 502, a cluster without
-// endpoints 503. Also: sluice_router_spoofed_marker_total{listener},
-// sluice_router_endpoint_healthy{cluster,endpoint}, sluice_router_endpoint_ejections_total,
-// sluice_router_unmatched_requests_total{listener}, sluice_router_mirror_dropped_total,
-// sluice_router_table_version and sluice_router_apply_errors_total. Label children are
-// created with the table (GET 200 and GET 500 per route and cluster, so error ratios are 0,
-// not absent) and cached per (method, status) after first use: no per-request lookups.
-//
-// Routes match in the order given (host, then path prefix). Plain HTTP/1.1 keep-alive
-// requests take a hand-written fast path (fast.go); connections that need more (Upgrade,
-// chunked or Expect uploads, HTTP/1.0, h2c) and listeners with a mirror route or an h2c
-// cluster are served by net/http and httputil.ReverseProxy (proxy.go), with the same
-// routing decision and metrics.
+// Who is to blame decides the status: a client whose request is malformed, short or too
+// slow gets a 4xx counted as a client error; a client that hangs up (or stops reading)
+// before its answer is recorded with status_code="499" in http_requests_total and the
+// histogram but never in http_errors_total; an upstream that fails after the request was
+// sent is 502 (504 on a timeout), counted against it — a failed connect, or a reused
+// connection that failed before anything was answered, is first retried once (see
+// upstream.send); a cluster without endpoints is 503. Also:
+// sluice_router_spoofed_marker_total{listener}, sluice_router_endpoint_healthy{cluster,endpoint},
+// sluice_router_endpoint_ejections_total, sluice_router_unmatched_requests_total{listener},
+// sluice_router_mirror_dropped_total, sluice_router_table_version and
+// sluice_router_apply_errors_total. Label children are created with the table (GET 200
+// and GET 500 per route and cluster, so error ratios are 0, not absent) and cached per
+// (method, status) after first use: no per-request lookups.
 package router
 
 import (

@@ -358,6 +358,8 @@ func TestAttackCorpusNetHTTP(t *testing.T) {
 			}
 			if all := be.all(); strings.Contains(all, "SMUGGLED") {
 				t.Fatalf("smuggled request reached the backend: %q", all)
+			} else if a.spoofed > 0 && strings.Contains(strings.ToLower(all), "internal") {
+				t.Fatalf("spoofed marker reached the backend: %q", all)
 			}
 			if got := metricSum(t, reg, "http_errors_total", map[string]string{"status_code": "502"}); got != 0 {
 				t.Fatalf("upstream blamed: %v 502s", got)

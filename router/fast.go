@@ -218,6 +218,7 @@ func (fc *fastConn) serve() {
 		fc.ip = []byte(ap.Addr().Unmap().String())
 	}
 	fc.in.header = make(http.Header, 8)
+	fc.in.sticky = &stickyMemo{}
 	for first := true; ; first = false {
 		if fl.closing.Load() {
 			return

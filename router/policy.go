@@ -60,6 +60,8 @@ type routeInput struct {
 	// marker: a field named like an internal-traffic marker is present, in any case and
 	// with "_" for "-" (the values that count are in header under the canonical name).
 	marker bool
+	// sticky, when not nil, remembers the connection's last valid sticky cookie.
+	sticky *stickyMemo
 }
 
 // decide picks the route and cluster for a request under listener lt.
@@ -93,7 +95,7 @@ func (lt *listenerTable) decide(in *routeInput) decision {
 		}
 	}
 	if lt.sticky != nil {
-		b, cookie := lt.sticky.bucket(in.header["Cookie"])
+		b, cookie := lt.sticky.bucket(in.header["Cookie"], in.sticky)
 		d.up, d.cookie = ro.buckets[b], cookie
 		return d
 	}

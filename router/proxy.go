@@ -59,7 +59,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	tw.touch()
 	if e := checkRequest(req); e != nil {
 		r.metrics.clientError(lt.name, e.reason)
-		w.Header().Set("Connection", "close")
+		if req.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
 		http.Error(tw, e.msg, e.status)
 		return
 	}
@@ -317,7 +319,9 @@ func (r *Router) proxyError(w http.ResponseWriter, req *http.Request, err error)
 	msg := http.StatusText(o.status)
 	if o.clientErr != nil {
 		msg = o.clientErr.msg
-		w.Header().Set("Connection", "close")
+		if req.ProtoMajor == 1 { // on HTTP/2 it would end every stream of the connection
+			w.Header().Set("Connection", "close")
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(o.status)

@@ -87,10 +87,22 @@ func (s *stickyCookie) verify(v string) (bucket int, current, ok bool) {
 	return 0, false, false
 }
 
+// stickyMemo remembers, for one client connection, the last Cookie field that carried a
+// valid current cookie, so that a keep-alive client's requests are not each HMAC-checked.
+type stickyMemo struct {
+	cookie *stickyCookie // the listener's cookie it was checked for (per table)
+	field  string
+	bucket int
+}
+
 // bucket finds the client's bucket in its Cookie fields. It returns the bucket and the
 // Set-Cookie value to send: empty when the cookie is valid and current, a re-signed
-// cookie for a valid one under an older key, a new bucket's cookie otherwise.
-func (s *stickyCookie) bucket(cookies []string) (int, string) {
+// cookie for a valid one under an older key, a new bucket's cookie otherwise. memo, when
+// not nil, is checked first and updated.
+func (s *stickyCookie) bucket(cookies []string, memo *stickyMemo) (int, string) {
+	if memo != nil && memo.cookie == s && len(cookies) == 1 && cookies[0] == memo.field {
+		return memo.bucket, ""
+	}
 	for _, line := range cookies {
 		for len(line) > 0 {
 			var pair string
@@ -101,6 +113,9 @@ func (s *stickyCookie) bucket(cookies []string) (int, string) {
 			}
 			if b, current, ok := s.verify(strings.Trim(val, `"`)); ok {
 				if current {
+					if memo != nil && len(cookies) == 1 {
+						*memo = stickyMemo{cookie: s, field: cookies[0], bucket: b}
+					}
 					return b, ""
 				}
 				return b, s.issue(b)

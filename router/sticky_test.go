@@ -146,12 +146,12 @@ func TestStickyKeyRotation(t *testing.T) {
 		return v
 	}
 	v := val(old.issue(42))
-	if b, cookie := rotated.bucket([]string{"s=" + v}); b != 42 || cookie == "" || val(cookie) == v {
+	if b, cookie := rotated.bucket([]string{"s=" + v}, nil); b != 42 || cookie == "" || val(cookie) == v {
 		t.Fatalf("old-key cookie after rotation: bucket %d, re-issued %q", b, cookie)
-	} else if b2, again := rotated.bucket([]string{"s=" + val(cookie)}); b2 != 42 || again != "" {
+	} else if b2, again := rotated.bucket([]string{"s=" + val(cookie)}, nil); b2 != 42 || again != "" {
 		t.Fatalf("re-issued cookie: bucket %d, re-issued again %q", b2, again)
 	}
-	if b, cookie := retired.bucket([]string{"s=" + v}); cookie == "" || val(cookie) == v {
+	if b, cookie := retired.bucket([]string{"s=" + v}, nil); cookie == "" || val(cookie) == v {
 		t.Fatalf("retired-key cookie kept (bucket %d, %q)", b, cookie)
 	}
 	// Another cookie's MAC does not verify under this name.

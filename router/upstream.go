@@ -253,8 +253,13 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 	if err := uc.bw.Flush(); err != nil {
 		return upstreamFailure(err, reused && !streamed)
 	}
-	if t := up.headerTimeout; t > 0 && (up.timeout == 0 || t < up.timeout) {
-		uc.readBy(start, t)
+	headerDeadline := up.headerTimeout > 0 && (up.timeout == 0 || up.headerTimeout < up.timeout)
+	if headerDeadline {
+		sent := start
+		if streamed {
+			sent = time.Now()
+		}
+		uc.readBy(sent, up.headerTimeout)
 	}
 	isHead := string(h.method) == "HEAD"
 	for {
@@ -265,7 +270,7 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 		if rs.status < 200 {
 			// Informational (100 Continue, 103 Early Hints): forward, read the final answer.
 			fc.writeBy(time.Now(), lim.send)
-			if _, err := fc.bw.Write(fc.rhead); err != nil {
+			if _, err := fc.bw.Write(fc.rhead); err != nil || fc.bw.Flush() != nil {
 				return outcome{blame: blameClientGone, answered: true}
 			}
 			continue
@@ -290,8 +295,14 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 			return outcome{status: rs.status, blame: blameClientGone, answered: true}
 		}
 		if !noBody {
-			if up.timeout == 0 && (rs.chunked || int64(uc.br.Buffered()) < rs.length) {
-				uc.noReadDeadline() // the response-header timeout does not bound the body
+			if headerDeadline && (rs.chunked || rs.length < 0 || int64(uc.br.Buffered()) < rs.length) {
+				// The response-header timeout does not bound the body; requestTimeout does.
+				if up.timeout > 0 {
+					uc.c.SetReadDeadline(start.Add(up.timeout))
+					uc.rdl = start.Add(up.timeout)
+				} else {
+					uc.noReadDeadline()
+				}
 			}
 			var err error
 			switch {

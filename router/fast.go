@@ -176,8 +176,8 @@ type fastConn struct {
 
 	rawHost, rawPath string // last Host and path seen (their strings are reused)
 
-	rdl, wdl time.Time // client read and write deadlines now set
-	now      time.Time // the latest clock reading (a request's start or end)
+	rdl, wdl lazyDeadline // client read and write deadlines
+	now      time.Time    // the latest clock reading (a request's start or end)
 
 	// The request body: body holds it when it was already buffered whole (it can then
 	// be sent again); bodyLeft counts the bytes not yet read from the client.
@@ -292,24 +292,33 @@ func (fc *fastConn) handoff(kind handoffKind) {
 // costs more than that.
 func slack(d time.Duration) time.Duration { return min(time.Second, d/8) }
 
+// lazyDeadline is the deadline last set on a connection. It moves only when it would be
+// off by more than slack.
+type lazyDeadline struct{ at time.Time }
+
+// due returns now+d and true when the deadline must move there, false when the one set is
+// within slack(d) before it.
+func (l *lazyDeadline) due(now time.Time, d time.Duration) (time.Time, bool) {
+	want := now.Add(d)
+	if !l.at.After(want) && want.Sub(l.at) <= slack(d) {
+		return want, false
+	}
+	l.at = want
+	return want, true
+}
+
 // readBy makes the client read deadline now+d, give or take slack(d).
 func (fc *fastConn) readBy(now time.Time, d time.Duration) {
-	want := now.Add(d)
-	if !fc.rdl.After(want) && want.Sub(fc.rdl) <= slack(d) {
-		return
+	if t, move := fc.rdl.due(now, d); move {
+		fc.c.SetReadDeadline(t)
 	}
-	fc.c.SetReadDeadline(want)
-	fc.rdl = want
 }
 
 // writeBy makes the client write deadline now+d, give or take slack(d).
 func (fc *fastConn) writeBy(now time.Time, d time.Duration) {
-	want := now.Add(d)
-	if !fc.wdl.After(want) && want.Sub(fc.wdl) <= slack(d) {
-		return
+	if t, move := fc.wdl.due(now, d); move {
+		fc.c.SetWriteDeadline(t)
 	}
-	fc.c.SetWriteDeadline(want)
-	fc.wdl = want
 }
 
 // headBuffered reports whether a whole request head is already buffered.

@@ -196,17 +196,14 @@ type timedWriter struct {
 	http.ResponseWriter
 	ctl     *http.ResponseController
 	timeout time.Duration
-	wdl     time.Time
+	wdl     lazyDeadline
 	err     error // the first failed write: the client left or stopped reading
 }
 
 func (w *timedWriter) touch() {
-	want := time.Now().Add(w.timeout)
-	if !w.wdl.After(want) && want.Sub(w.wdl) <= slack(w.timeout) {
-		return
+	if t, move := w.wdl.due(time.Now(), w.timeout); move {
+		w.ctl.SetWriteDeadline(t)
 	}
-	w.ctl.SetWriteDeadline(want)
-	w.wdl = want
 }
 
 // WriteHeader sends the status (and 1xx responses).
@@ -243,16 +240,15 @@ type clientBody struct {
 	rc      io.ReadCloser
 	ctl     *http.ResponseController
 	timeout time.Duration
-	rdl     time.Time
+	rdl     lazyDeadline
 	read    bool
 	err     error
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	b.read = true
-	if want := time.Now().Add(b.timeout); b.rdl.After(want) || want.Sub(b.rdl) > slack(b.timeout) {
-		b.ctl.SetReadDeadline(want)
-		b.rdl = want
+	if t, move := b.rdl.due(time.Now(), b.timeout); move {
+		b.ctl.SetReadDeadline(t)
 	}
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {

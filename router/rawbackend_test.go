@@ -39,6 +39,8 @@ type rawBackend struct {
 	conns []*bytes.Buffer // bytes received, per accepted connection
 	reqs  int             // requests answered
 	open  int             // connections open now
+	// maxOpen is the most connections open at once.
+	maxOpen int
 	// mode is how requests are answered (rawAnswer by default).
 	mode    rawMode
 	changed chan struct{} // closed and replaced on every change
@@ -110,6 +112,7 @@ func (b *rawBackend) serve(c net.Conn) {
 	b.mu.Lock()
 	b.conns = append(b.conns, log)
 	b.open++
+	b.maxOpen = max(b.maxOpen, b.open)
 	b.notify()
 	b.mu.Unlock()
 	defer func() {

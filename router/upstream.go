@@ -28,51 +28,54 @@ type upConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // returned to the pool
-	rdl  time.Time // read deadline now set
-	keep bool      // may go back to the pool after this exchange
+	rdl  lazyDeadline
+	keep bool // may go back to the pool after this exchange
 }
 
 // readBy makes the read deadline now+d, give or take slack(d).
 func (uc *upConn) readBy(now time.Time, d time.Duration) {
-	want := now.Add(d)
-	if !uc.rdl.After(want) && want.Sub(uc.rdl) <= slack(d) {
-		return
+	if t, move := uc.rdl.due(now, d); move {
+		uc.c.SetReadDeadline(t)
 	}
-	uc.c.SetReadDeadline(want)
-	uc.rdl = want
 }
 
-// noReadDeadline clears the read deadline.
-func (uc *upConn) noReadDeadline() {
-	if !uc.rdl.IsZero() {
-		uc.c.SetReadDeadline(time.Time{})
-		uc.rdl = time.Time{}
+// readDeadline sets the read deadline to t exactly (zero: none).
+func (uc *upConn) readDeadline(t time.Time) {
+	if !uc.rdl.at.Equal(t) {
+		uc.c.SetReadDeadline(t)
+		uc.rdl.at = t
 	}
 }
 
 // closedByPeer reports whether the upstream closed the connection (or sent something
-// unasked) while it sat in the pool: a non-blocking MSG_PEEK read finds EOF, an error or
-// data.
+// unasked) while it sat in the pool.
 func (uc *upConn) closedByPeer() bool {
 	if uc.br.Buffered() > 0 {
 		return true
 	}
-	sc, ok := uc.c.(syscall.Conn)
+	data, closed := peek(uc.c)
+	return data || closed
+}
+
+// peek looks at a connection without reading it or waiting (a non-blocking MSG_PEEK):
+// whether bytes wait to be read, and whether the peer closed it (EOF or an error).
+func peek(c net.Conn) (data, closed bool) {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return false
+		return false, false
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return false, false
 	}
-	closed := false
 	var b [1]byte
 	raw.Read(func(fd uintptr) bool {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = n > 0 || n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
+		data = n > 0
+		closed = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
 		return true
 	})
-	return closed
+	return data, closed
 }
 
 // connPool holds an endpoint's idle upstream connections (most recently used last).
@@ -217,7 +220,7 @@ func (fc *fastConn) attempt(lt *listenerTable, d *decision, ep *endpoint, fresh,
 	if o.blame == blameNone && uc.keep {
 		if d.up.timeout > 0 {
 			uc.c.SetDeadline(time.Time{})
-			uc.rdl = time.Time{}
+			uc.rdl.at = time.Time{}
 		}
 		ep.pool.put(uc, r.opts.MaxIdleConnsPerHost, fc.now)
 	} else {
@@ -234,7 +237,7 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 	up := d.up
 	if up.timeout > 0 {
 		uc.c.SetDeadline(start.Add(up.timeout))
-		uc.rdl = start.Add(up.timeout)
+		uc.rdl.at = start.Add(up.timeout)
 	}
 	fc.writeRequestHead(uc.bw, lt, d)
 	streamed := false
@@ -297,12 +300,11 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 		if !noBody {
 			if headerDeadline && (rs.chunked || rs.length < 0 || int64(uc.br.Buffered()) < rs.length) {
 				// The response-header timeout does not bound the body; requestTimeout does.
+				var until time.Time // none
 				if up.timeout > 0 {
-					uc.c.SetReadDeadline(start.Add(up.timeout))
-					uc.rdl = start.Add(up.timeout)
-				} else {
-					uc.noReadDeadline()
+					until = start.Add(up.timeout)
 				}
+				uc.readDeadline(until)
 			}
 			var err error
 			switch {
@@ -375,28 +377,14 @@ func (fc *fastConn) streamBody(uc *upConn, lim *limits) (outcome, bool) {
 // otherwise go unnoticed and be recorded as the upstream's status rather than 499).
 const slowRequest = 20 * time.Millisecond
 
-// clientGone reports whether the client closed its side: a non-blocking MSG_PEEK read
-// sees EOF or an error (pipelined bytes or nothing yet mean it is still there).
+// clientGone reports whether the client closed its side (pipelined bytes or nothing yet
+// mean it is still there).
 func (fc *fastConn) clientGone() bool {
 	if fc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := fc.c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	gone := false
-	var b [1]byte
-	raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
-		return true
-	})
-	return gone
+	_, closed := peek(fc.c)
+	return closed
 }
 
 // respHead is what the relay needs of an upstream response head.

@@ -168,8 +168,15 @@ type fastConn struct {
 	bw     *bufio.Writer
 	active atomic.Bool
 
-	head []byte // raw request head
-	h    reqHead
+	tbl *table         // the table lt was taken from
+	lt  *listenerTable // this connection's listener in tbl
+
+	// head is the raw request head: in fc.br's buffer, still unread, when headInBuf (it
+	// stays valid until fc.br reads again), else a copy.
+	head      []byte
+	headInBuf bool
+	headBuf   []byte // where heads that were not buffered whole are read
+	h         reqHead
 	in   routeInput
 	peer netip.Addr
 	ip   []byte // peer address, for X-Forwarded-For
@@ -223,7 +230,7 @@ func (fc *fastConn) serve() {
 		if fl.closing.Load() {
 			return
 		}
-		lt := fl.r.table.Load().listeners[fl.addr]
+		lt := fc.listener()
 		if lt == nil {
 			return // the listener is being removed
 		}
@@ -248,7 +255,7 @@ func (fc *fastConn) serve() {
 		} else if _, err := fc.br.Peek(1); err != nil {
 			return // closed, idle timeout or shutdown
 		}
-		if lt = fl.r.table.Load().listeners[fl.addr]; lt == nil { // the table current when the request arrived
+		if lt = fc.listener(); lt == nil { // the table current when the request arrived
 			return
 		}
 		fc.active.Store(true)
@@ -275,10 +282,21 @@ func (fc *fastConn) serve() {
 	}
 }
 
+// listener returns the current table's listener of this connection (nil: removed).
+func (fc *fastConn) listener() *listenerTable {
+	if t := fc.fl.r.table.Load(); t != fc.tbl {
+		fc.tbl, fc.lt = t, t.listeners[fc.fl.addr]
+	}
+	return fc.lt
+}
+
 // handoff gives the connection, with the bytes read so far, to the net/http server.
 func (fc *fastConn) handoff(kind handoffKind) {
 	fc.c.SetDeadline(time.Time{})
-	head := append([]byte(nil), fc.head...)
+	var head []byte
+	if !fc.headInBuf { // else the head is still unread in fc.br
+		head = append(head, fc.head...)
+	}
 	var rest []byte
 	if n := fc.br.Buffered(); n > 0 {
 		rest, _ = fc.br.Peek(n)
@@ -321,10 +339,49 @@ func (fc *fastConn) writeBy(now time.Time, d time.Duration) {
 	}
 }
 
-// headBuffered reports whether a whole request head is already buffered.
-func headBuffered(br *bufio.Reader) bool {
+// nextHead returns the next request head. When it is buffered whole (as usual) it is
+// returned in place, still unread (fc.headInBuf); otherwise it is read into a copy under
+// the header timeout.
+func (fc *fastConn) nextHead(lim *limits, start time.Time) ([]byte, error) {
+	fc.headInBuf = false
+	if head, ok := bufferedHead(fc.br, lim.maxHead); ok {
+		fc.head, fc.headInBuf = head, true
+		return head, nil
+	}
+	fc.readBy(start, lim.header)
+	head, err := readHead(fc.br, fc.headBuf, lim.maxHead)
+	fc.head, fc.headBuf = head, head
+	return head, err
+}
+
+// bufferedHead returns the head at the start of br's buffer, unread, when it is there
+// whole (up to its empty line, at most max bytes) and does not start with an empty line;
+// readHead reads the same bytes.
+func bufferedHead(br *bufio.Reader, max int) ([]byte, bool) {
 	b, _ := br.Peek(br.Buffered())
-	return bytes.Contains(b, []byte("\r\n\r\n")) || bytes.Contains(b, []byte("\n\n"))
+	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+		return nil, false
+	}
+	for i := 0; i < len(b) && i < max; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			i++
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			i += 2
+		default:
+			continue
+		}
+		if i > max {
+			break
+		}
+		return b[:i], true
+	}
+	return nil, false
 }
 
 func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
@@ -335,11 +392,7 @@ func (fc *fastConn) one(lt *listenerTable) (keep bool, hand handoffKind) {
 	start := time.Now()
 	fc.now = start
 	lim := &lt.limits
-	if !headBuffered(fc.br) {
-		fc.readBy(start, lim.header)
-	}
-	head, err := readHead(fc.br, fc.head, lim.maxHead)
-	fc.head = head
+	head, err := fc.nextHead(lim, start)
 	if err != nil {
 		switch {
 		case err == errHeadTooLarge:
@@ -359,6 +412,9 @@ func (fc *fastConn) one(lt *listenerTable) (keep bool, hand handoffKind) {
 		return false, handKeep
 	case h.minor == '0', h.chunked, h.expect && h.length > 0, h.websocket, h.absolute:
 		return false, handOneShot
+	}
+	if fc.headInBuf {
+		fc.br.Discard(len(head)) // h's slices stay valid until fc.br reads again
 	}
 	r := fc.fl.r
 	d := lt.decide(fc.routeInput(lt))

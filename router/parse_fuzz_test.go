@@ -70,6 +70,12 @@ func checkAgainstNetHTTP(t *testing.T, data []byte) {
 		var h reqHead
 		head, err := readHead(bufio.NewReader(bytes.NewReader(data)), nil, 1<<20)
 		fastOK := err == nil
+		// The fast path parses a head found whole in its buffer in place: the same bytes.
+		br := bufio.NewReaderSize(bytes.NewReader(data), 64<<10)
+		br.Peek(1)
+		if inPlace, ok := bufferedHead(br, 1<<20); ok && (!fastOK || !bytes.Equal(inPlace, head)) {
+			t.Fatalf("head in place %q, read %q (%v):\n%q", inPlace, head, err, data)
+		}
 		var herr *headError
 		if fastOK {
 			if herr = parseHead(head, &h); herr != nil {

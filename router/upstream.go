@@ -235,6 +235,7 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 	h := &fc.h
 	lim := &lt.limits
 	up := d.up
+	isHead := string(h.method) == "HEAD" // h's slices may be gone once a streamed body refilled fc.br
 	if up.timeout > 0 {
 		uc.c.SetDeadline(start.Add(up.timeout))
 		uc.rdl.at = start.Add(up.timeout)
@@ -264,11 +265,10 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 		}
 		uc.readBy(sent, up.headerTimeout)
 	}
-	isHead := string(h.method) == "HEAD"
 	for {
 		rs, err := fc.readResponseHead(uc, d, isHead)
 		if err != nil {
-			return upstreamFailure(err, reused && !streamed && len(fc.uhead) == 0)
+			return upstreamFailure(err, reused && !streamed && !rs.started)
 		}
 		if rs.status < 200 {
 			// Informational (100 Continue, 103 Early Hints): forward, read the final answer.
@@ -393,6 +393,7 @@ type respHead struct {
 	length  int64 // -1: none
 	chunked bool
 	keepUp  bool
+	started bool // a byte of it arrived
 }
 
 // maxResponseHead bounds an upstream's response head.
@@ -412,10 +413,20 @@ var (
 // the sticky cookie when there is one to set.
 func (fc *fastConn) readResponseHead(uc *upConn, d *decision, isHead bool) (respHead, error) {
 	rs := respHead{length: -1}
-	head, err := readHead(uc.br, fc.uhead, maxResponseHead)
-	fc.uhead = head
-	if err != nil {
+	if _, err := uc.br.Peek(1); err != nil {
 		return rs, err
+	}
+	rs.started = true
+	head, inBuf := bufferedHead(uc.br, maxResponseHead) // as usual: parsed in place
+	if !inBuf {
+		var err error
+		if head, err = readHead(uc.br, fc.uhead, maxResponseHead); err != nil {
+			return rs, err
+		}
+		fc.uhead = head
+	}
+	if inBuf {
+		defer uc.br.Discard(len(head)) // after fc.rhead is built from it
 	}
 	line, rest := nextLine(head)
 	// HTTP/1.x SP 3DIGIT [SP reason-phrase]

@@ -177,9 +177,9 @@ type fastConn struct {
 	headInBuf bool
 	headBuf   []byte // where heads that were not buffered whole are read
 	h         reqHead
-	in   routeInput
-	peer netip.Addr
-	ip   []byte // peer address, for X-Forwarded-For
+	in        routeInput
+	peer      netip.Addr
+	ip        []byte // peer address, for X-Forwarded-For
 
 	rawHost, rawPath string // last Host and path seen (their strings are reused)
 

@@ -31,6 +31,9 @@ const (
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultReadTimeout           = 10 * time.Second
+	DefaultBodyTimeout           = 60 * time.Second
+	DefaultSendTimeout           = 60 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultStickyMaxAge          = 24 * time.Hour
 	DefaultWebhookTimeout        = 5 * time.Second
 	DefaultWebhookRetries        = 3
@@ -124,11 +127,12 @@ func (d *dec) strField(o *obj, field string) string {
 
 func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 	c := model.Cluster{
-		Name:           name,
-		Protocol:       model.ProtocolHTTP1,
-		ConnectTimeout: DefaultConnectTimeout,
-		Outlier:        model.OutlierDetection{ConsecutiveFailures: DefaultConsecutiveFailures, BaseEjectionTime: DefaultBaseEjectionTime},
-		Pos:            pos,
+		Name:                  name,
+		Protocol:              model.ProtocolHTTP1,
+		ConnectTimeout:        DefaultConnectTimeout,
+		ResponseHeaderTimeout: DefaultResponseHeaderTimeout,
+		Outlier:               model.OutlierDetection{ConsecutiveFailures: DefaultConsecutiveFailures, BaseEjectionTime: DefaultBaseEjectionTime},
+		Pos:                   pos,
 	}
 	d.discovery(spec, &c)
 	discovered := !isNull(d.resolve(spec.get("dns"))) || !isNull(d.resolve(spec.get("kubernetes")))
@@ -195,6 +199,7 @@ func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 		d.errf(spec.key("connectTimeout"), CodeValue, "%s: must be more than 0", spec.sub("connectTimeout"))
 	}
 	c.RequestTimeout = d.dur(spec, "requestTimeout", 0)
+	c.ResponseHeaderTimeout = d.dur(spec, "responseHeaderTimeout", DefaultResponseHeaderTimeout)
 	if od := spec.obj("outlierDetection"); od.present() {
 		c.Outlier.ConsecutiveFailures = d.nonNegative(od, "consecutiveFailures", DefaultConsecutiveFailures)
 		c.Outlier.BaseEjectionTime = d.dur(od, "baseEjectionTime", DefaultBaseEjectionTime)
@@ -354,11 +359,14 @@ func (l *loader) listener(d *dec, name string, pos model.Pos, spec *obj) {
 		ss.end()
 		ln.StickySessions = s
 	}
-	ln.Limits = model.Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout}
+	ln.Limits = model.Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout,
+		BodyTimeout: DefaultBodyTimeout, SendTimeout: DefaultSendTimeout}
 	if lo := spec.obj("limits"); lo.present() {
 		ln.Limits.MaxHeaderBytes = d.positive(lo, "maxHeaderBytes", DefaultMaxHeaderBytes)
 		ln.Limits.IdleTimeout = d.dur(lo, "idleTimeout", DefaultIdleTimeout)
 		ln.Limits.ReadTimeout = d.dur(lo, "readTimeout", DefaultReadTimeout)
+		ln.Limits.BodyTimeout = d.dur(lo, "bodyTimeout", DefaultBodyTimeout)
+		ln.Limits.SendTimeout = d.dur(lo, "sendTimeout", DefaultSendTimeout)
 		lo.end()
 	}
 	spec.end()

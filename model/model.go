@@ -204,6 +204,9 @@ type Cluster struct {
 	ConnectTimeout time.Duration
 	// RequestTimeout bounds a whole upstream request (0: none); exceeding it answers 504.
 	RequestTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an upstream's response head once the
+	// request is sent (0: none); exceeding it answers 504.
+	ResponseHeaderTimeout time.Duration
 	// Outlier configures passive ejection.
 	Outlier OutlierDetection
 	Pos     Pos
@@ -274,7 +277,12 @@ type Listener struct {
 type Limits struct {
 	MaxHeaderBytes int
 	IdleTimeout    time.Duration
-	ReadTimeout    time.Duration // for request headers
+	ReadTimeout    time.Duration // for a whole request head, from its first byte
+	// BodyTimeout bounds the wait between two reads of a request body.
+	BodyTimeout time.Duration
+	// SendTimeout bounds the wait between two writes of a response to a client that does
+	// not read.
+	SendTimeout time.Duration
 }
 
 // InternalTraffic marks test traffic by header.

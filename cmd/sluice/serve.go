@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +69,9 @@ func init() {
 	}
 	register(c)
 }
+
+// stickyKeyFile is the file in the state directory holding the sticky-cookie keys.
+const stickyKeyFile = "sticky-cookie.keys"
 
 // serveOptions configures runServe.
 type serveOptions struct {
@@ -235,7 +239,13 @@ func runServe(ctx context.Context, o serveOptions) error {
 	// when something else cannot be bound, no client request has reached Sluice yet.
 	var rt *router.Router
 	if len(cfg.Listeners) > 0 {
-		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg}); err != nil {
+		// Sticky-session cookies are signed with keys kept in the state directory, so they
+		// survive restarts (see router.LoadStickyKeys for rotation).
+		keys, err := router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile))
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)
 		}
 		defer func() {

@@ -73,6 +73,16 @@ func init() {
 // stickyKeyFile is the file in the state directory holding the sticky-cookie keys.
 const stickyKeyFile = "sticky-cookie.keys"
 
+// usesStickySessions reports whether any Listener of cfg pins clients with a cookie.
+func usesStickySessions(cfg *model.Config) bool {
+	for i := range cfg.Listeners {
+		if cfg.Listeners[i].StickySessions != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // serveOptions configures runServe.
 type serveOptions struct {
 	Files  []string
@@ -240,10 +250,13 @@ func runServe(ctx context.Context, o serveOptions) error {
 	var rt *router.Router
 	if len(cfg.Listeners) > 0 {
 		// Sticky-session cookies are signed with keys kept in the state directory, so they
-		// survive restarts (see router.LoadStickyKeys for rotation).
-		keys, err := router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile))
-		if err != nil {
-			return fmt.Errorf("router: %w", err)
+		// survive restarts (see router.LoadStickyKeys for rotation). The file is created
+		// only when a Listener uses sticky sessions.
+		var keys [][]byte
+		if usesStickySessions(cfg) {
+			if keys, err = router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile)); err != nil {
+				return fmt.Errorf("router: %w", err)
+			}
 		}
 		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)

@@ -66,7 +66,7 @@ func (l *loader) rollout(d *dec, name string, pos model.Pos, spec, annotations *
 		"restartAt", "rollbackWindow", "analysis", "paused")
 	rd.r.ProgressDeadline = time.Duration(d.positive(spec, "progressDeadlineSeconds", DefaultProgressDeadlineSeconds)) * time.Second
 	spec.ignore("Sluice always aborts a rollout whose step waited progressDeadlineSeconds for a healthy canary endpoint "+
-		"(the weight never moved, so there is nothing to leave Degraded in place)", "progressDeadlineAbort")
+		"(every request goes back to stable)", "progressDeadlineAbort")
 	spec.ignore("Sluice runs no pods; only its hash is used, as the rollout's revision", "template", "workloadRef")
 	rev := ""
 	if annotations.present() {

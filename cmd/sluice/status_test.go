@@ -30,7 +30,7 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 			{Name: "web-b", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 0, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}}},
 		Actions:     []analyzer.CommandKind{analyzer.CmdPromote, analyzer.CmdPromoteFull, analyzer.CmdAbort},
 		ReloadError: &analyzer.ReloadError{Message: "reload refused: the configuration does not validate; the running configuration stays", Diagnostics: []string{"c.yaml:12: spec.endpoints: required"}, At: ago(30 * time.Second)},
-		Events: []analyzer.Event{{Type: analyzer.EventHealthChanged, Message: "canary web-b: 0/1 healthy endpoints in router (was 1/1)", Time: ago(20 * time.Second)}},
+		Events:      []analyzer.Event{{Type: analyzer.EventHealthChanged, Message: "canary web-b: 0/1 healthy endpoints in router (was 1/1)", Time: ago(20 * time.Second)}},
 		Releases: []analyzer.ReleaseStatus{{Revision: "r1", StableService: "web-a", CanaryService: "web-b", Outcome: analyzer.OutcomeAborted,
 			Reason: "aborted: analysis health Failed: metric \"errors\" assessed Failed", Step: 2, StartedAt: ago(10 * time.Minute), EndedAt: ago(2 * time.Minute),
 			AnalysisRuns: []analyzer.AnalysisRunStatus{{Name: "health", Kind: "inline", Phase: analyzer.MeasurementFailed, Metrics: []analyzer.MetricStatus{{

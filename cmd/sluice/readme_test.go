@@ -277,7 +277,9 @@ spec:
 // noSeries is a built-in store that holds no series yet.
 type noSeries struct{}
 
-func (noSeries) Query(context.Context, string, time.Time) (pmodel.Value, error) { return pmodel.Vector{}, nil }
+func (noSeries) Query(context.Context, string, time.Time) (pmodel.Value, error) {
+	return pmodel.Vector{}, nil
+}
 
 // TestTroubleshootingQuotesRealMessages: every message the troubleshooting table quotes is
 // one the code prints, and every message the code prints for those situations is quoted.

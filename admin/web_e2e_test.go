@@ -97,7 +97,7 @@ func richStatus(eventAt time.Time) analyzer.RolloutStatus {
 			{Index: 2, Kind: "analysis", Text: "analysis canary-health", State: "aborted"}},
 		Clusters: []analyzer.ClusterStatus{
 			{Name: "checkout-stable", Role: "stable", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 3, Total: 3}}},
-			{Name: "checkout-canary", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Total: 2}, {Plane: "xds", Healthy: 2, Total: 2}}}},
+			{Name: "checkout-canary", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Ejected: 1, Total: 2}, {Plane: "xds", Healthy: 2, Total: 2}}}},
 		Actions: []analyzer.CommandKind{analyzer.CmdAbort, analyzer.CmdRetry, analyzer.CmdStart},
 		Events: []analyzer.Event{{Type: analyzer.EventHealthChanged, Rollout: "checkout", Time: eventAt,
 			Message: "canary checkout-canary: 1/2 healthy endpoints in router (was 2/2)"}},
@@ -168,7 +168,7 @@ func TestWebViewInChromium(t *testing.T) {
 		`data-state="done" title="setWeight — done">✔ setWeight 20<`, `data-state="aborted" title="analysis — aborted">✘ analysis canary-health<`,
 		// Each cluster's healthy endpoints, per data plane.
 		`data-cluster="checkout-stable"`, `<span class="count" data-plane="router">3/3</span>`,
-		`<span class="ep degraded" data-cluster="checkout-canary">`, `<span class="count" data-plane="router">1/2</span>`, `<span class="count" data-plane="xds">2/2</span>`,
+		`<span class="ep degraded" data-cluster="checkout-canary">`, `<span class="count" data-plane="router">1/2</span> router<span class="ejected"> (1 ejected)</span>`, `<span class="count" data-plane="xds">2/2</span>`,
 		// The release history: release 1, its outcome, reason, chart and measurements.
 		`data-revision="v1" data-outcome="aborted"`, ">aborted<", "aborted: analysis canary-health Failed: error-rate 0.09", "[0.09]",
 		// The refused reload, the events, the Terminated badge.

@@ -22,10 +22,12 @@ const DefaultProgressDeadline = 10 * time.Minute
 // health checks and ejections; the xDS server: the endpoints it serves). It must answer
 // at once, without I/O: the controller asks on every tick.
 type HealthReporter interface {
-	// ClusterHealth returns how many of cluster's endpoints the data plane would send
-	// traffic to now (healthy) out of how many it has (total). known is false when the
-	// data plane does not carry the cluster.
-	ClusterHealth(cluster string) (healthy, total int, known bool)
+	// ClusterHealth returns how many of cluster's endpoints are up (healthy: what a step
+	// that raises the canary's weight waits for), how many are ejected now by passive
+	// outlier detection (shown, and a health change, but an ejection reacts to errors,
+	// which the analysis judges) and how many the data plane has (total). known is false
+	// when the data plane does not carry the cluster.
+	ClusterHealth(cluster string) (healthy, ejected, total int, known bool)
 }
 
 // HealthSource is one data plane's HealthReporter and its name in status, events and
@@ -35,11 +37,20 @@ type HealthSource struct {
 	Reporter HealthReporter
 }
 
-// PlaneHealth is one data plane's view of one cluster's endpoints.
+// PlaneHealth is one data plane's view of one cluster's endpoints (HealthReporter).
 type PlaneHealth struct {
 	Plane   string `json:"plane"`
 	Healthy int    `json:"healthy"`
+	Ejected int    `json:"ejected"`
 	Total   int    `json:"total"`
+}
+
+// String is "1/2 (router)", or "1/2 (router, 1 ejected)".
+func (p PlaneHealth) String() string {
+	if p.Ejected > 0 {
+		return fmt.Sprintf("%d/%d (%s, %d ejected)", p.Healthy, p.Total, p.Plane, p.Ejected)
+	}
+	return fmt.Sprintf("%d/%d (%s)", p.Healthy, p.Total, p.Plane)
 }
 
 // ClusterHealth is the health of one cluster in every data plane that carries it
@@ -50,7 +61,7 @@ type ClusterHealth []PlaneHealth
 func (h ClusterHealth) String() string {
 	parts := make([]string, 0, len(h))
 	for _, p := range h {
-		parts = append(parts, fmt.Sprintf("%d/%d (%s)", p.Healthy, p.Total, p.Plane))
+		parts = append(parts, p.String())
 	}
 	return strings.Join(parts, ", ")
 }

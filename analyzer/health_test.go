@@ -260,20 +260,20 @@ func TestBlueGreenPromoteFull(t *testing.T) {
 // fakeHealth is a data plane's health view, changed by the test.
 type fakeHealth struct {
 	mu sync.Mutex
-	m  map[string][2]int
+	m  map[string][3]int
 }
 
-func (f *fakeHealth) set(cluster string, healthy, total int) {
+func (f *fakeHealth) set(cluster string, healthy, ejected, total int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.m[cluster] = [2]int{healthy, total}
+	f.m[cluster] = [3]int{healthy, ejected, total}
 }
 
-func (f *fakeHealth) ClusterHealth(cluster string) (int, int, bool) {
+func (f *fakeHealth) ClusterHealth(cluster string) (int, int, int, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.m[cluster]
-	return c[0], c[1], ok
+	return c[0], c[1], c[2], ok
 }
 
 func hasEventMsg(st RolloutStatus, typ, msg string) bool {
@@ -291,7 +291,7 @@ func hasEventMsg(st RolloutStatus, typ, msg string) bool {
 func TestControllerHealth(t *testing.T) {
 	cfg := testConfig(weightStep(20), pauseStep(time.Hour))
 	cfg.Rollouts[0].ProgressDeadline = time.Minute
-	router := &fakeHealth{m: map[string][2]int{"stable": {1, 1}, "canary": {0, 1}, "other": {2, 2}}}
+	router := &fakeHealth{m: map[string][3]int{"stable": {1, 0, 1}, "canary": {0, 0, 1}, "other": {2, 0, 2}}}
 	clock := &fakeClock{now: t0}
 	h := &harness{t: t, clock: clock, plane: &fakePlane{}, reg: prometheus.NewRegistry()}
 	c, err := NewController(cfg, Options{Registerer: h.reg, Clock: clock, DataPlanes: []DataPlane{h.plane},
@@ -303,10 +303,8 @@ func TestControllerHealth(t *testing.T) {
 	h.c = c
 	runCtx(t, c)
 	gauge := func(name, cluster string) float64 {
-		v := c.metrics.healthy
-		if name == "sluice_cluster_endpoints" {
-			v = c.metrics.endpoints
-		}
+		v := map[string]*prometheus.GaugeVec{"sluice_cluster_healthy_endpoints": c.metrics.healthy,
+			"sluice_cluster_ejected_endpoints": c.metrics.ejected, "sluice_cluster_endpoints": c.metrics.endpoints}[name]
 		return testutil.ToFloat64(v.WithLabelValues(cluster, "router"))
 	}
 
@@ -329,19 +327,26 @@ func TestControllerHealth(t *testing.T) {
 		t.Fatalf("no waitingForHealth event: %+v", st.Events)
 	}
 
-	router.set("canary", 1, 1)
+	router.set("canary", 1, 0, 1)
 	st = h.waitStatus("weight 20 once the canary is healthy", at(PhasePaused, 1, 20))
 	if !hasEventMsg(st, EventHealthChanged, "canary canary: 1/1 healthy endpoints in router (was 0/1)") {
 		t.Fatalf("no healthChanged event: %+v", st.Events)
 	}
-	router.set("canary", 0, 1) // an ejection
+	router.set("canary", 1, 1, 1) // an ejection
 	st = h.waitStatus("the ejection", func(s RolloutStatus) bool {
-		return hasEventMsg(s, EventHealthChanged, "canary canary: 0/1 healthy endpoints in router (was 1/1)")
+		return hasEventMsg(s, EventHealthChanged, "canary canary: 1/1, 1 ejected healthy endpoints in router (was 1/1)")
 	})
-	if gauge("sluice_cluster_healthy_endpoints", "canary") != 0 || st.Clusters[1].Planes[0].Healthy != 0 {
+	if gauge("sluice_cluster_ejected_endpoints", "canary") != 1 || st.Clusters[1].Planes.String() != "1/1 (router, 1 ejected)" {
 		t.Fatal("the ejection is not in the gauge or the status")
 	}
-	if got := testutil.ToFloat64(c.metrics.events.WithLabelValues("app", EventHealthChanged)); got != 2 {
+	router.set("canary", 0, 1, 1) // its health check fails too
+	st = h.waitStatus("the failed check", func(s RolloutStatus) bool {
+		return hasEventMsg(s, EventHealthChanged, "canary canary: 0/1, 1 ejected healthy endpoints in router (was 1/1, 1 ejected)")
+	})
+	if gauge("sluice_cluster_healthy_endpoints", "canary") != 0 || st.Clusters[1].Planes[0].Healthy != 0 {
+		t.Fatal("the failed check is not in the gauge or the status")
+	}
+	if got := testutil.ToFloat64(c.metrics.events.WithLabelValues("app", EventHealthChanged)); got != 3 {
 		t.Fatalf("healthChanged events counted: %v", got)
 	}
 	if fmt.Sprint(st.Actions) != "[promote promoteFull abort]" {
@@ -364,7 +369,7 @@ func TestControllerHealth(t *testing.T) {
 func TestControllerAbortsAtProgressDeadline(t *testing.T) {
 	cfg := testConfig(weightStep(20))
 	cfg.Rollouts[0].ProgressDeadline = 90 * time.Second
-	router := &fakeHealth{m: map[string][2]int{"stable": {1, 1}, "canary": {0, 1}}}
+	router := &fakeHealth{m: map[string][3]int{"stable": {1, 0, 1}, "canary": {0, 0, 1}}}
 	clock := &fakeClock{now: t0}
 	h := &harness{t: t, clock: clock, plane: &fakePlane{}, reg: prometheus.NewRegistry()}
 	c, err := NewController(cfg, Options{Clock: clock, DataPlanes: []DataPlane{h.plane}, Store: &MemStore{},

@@ -13,6 +13,7 @@ type metrics struct {
 	abortLatency prometheus.Histogram
 	saveErrors   prometheus.Counter
 	healthy      *prometheus.GaugeVec
+	ejected      *prometheus.GaugeVec
 	endpoints    *prometheus.GaugeVec
 }
 
@@ -43,7 +44,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_cluster_healthy_endpoints",
-			Help: "Endpoints of the cluster the data plane would send traffic to now (router: health checks and ejections; xds: the endpoints served).",
+			Help: "Endpoints of the cluster that are up, as a step raising the canary's weight needs (router: active health checks, else not ejected; xds: the endpoints served).",
+		}, []string{"cluster", "plane"}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_cluster_ejected_endpoints",
+			Help: "Endpoints of the cluster the data plane's passive outlier detection ejected (router only).",
 		}, []string{"cluster", "plane"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_cluster_endpoints",
@@ -52,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency, m.saveErrors,
-			m.healthy, m.endpoints} {
+			m.healthy, m.ejected, m.endpoints} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -83,10 +88,12 @@ func (m *metrics) forget(rollout string) {
 
 func (m *metrics) setClusterHealth(cluster string, p PlaneHealth) {
 	m.healthy.WithLabelValues(cluster, p.Plane).Set(float64(p.Healthy))
+	m.ejected.WithLabelValues(cluster, p.Plane).Set(float64(p.Ejected))
 	m.endpoints.WithLabelValues(cluster, p.Plane).Set(float64(p.Total))
 }
 
 func (m *metrics) forgetClusterHealth(cluster, plane string) {
 	m.healthy.DeleteLabelValues(cluster, plane)
+	m.ejected.DeleteLabelValues(cluster, plane)
 	m.endpoints.DeleteLabelValues(cluster, plane)
 }

@@ -8,38 +8,48 @@ import (
 
 // ClusterHealth reports the router's view of cluster for the rollout controller
 // (analyzer.HealthReporter): of the cluster's endpoints in the current routing table
-// (total), how many the router would send a request to now and has seen survive their
-// health checks (healthy). known is false when no table is applied or the table has no
-// such cluster. It reads atomics only: no I/O, no lock.
+// (total), how many are up (healthy) and how many passive outlier detection has ejected
+// now (ejected). known is false when no table is applied or the table has no such
+// cluster. It reads atomics only: no I/O, no lock, no change to any endpoint.
 //
-// An endpoint counts as healthy when it is available (its last active health verdict is
-// good and it is not ejected) and, for a Cluster with a healthCheck, it has been so for
-// long enough that its checks would have failed it by now if it did not answer:
-// unhealthyThreshold intervals plus one timeout since it was added or last turned
-// healthy. An endpoint starts out available before its first check has run, so without
-// this a canary with nothing listening would look healthy for its first seconds. A
-// Cluster without a healthCheck has only passive ejection: its endpoints count from the
-// start, and a dead one is seen only once requests to it have failed.
-func (r *Router) ClusterHealth(cluster string) (healthy, total int, known bool) {
+// For a Cluster with a healthCheck, the active check decides whether an endpoint is up
+// (as a readiness probe does; an ejection reacts to errors, which the analysis judges):
+// its last verdict is good, and it has been so long enough for its checks to have failed
+// it if it did not answer — unhealthyThreshold intervals plus one timeout since it was
+// added or last turned healthy (or came back from an ejection). An endpoint starts out
+// available before its first check has run: without this, a canary with nothing
+// listening would look up for its first seconds. A Cluster without a healthCheck has
+// only passive ejection: an endpoint is up unless ejected, so a dead one is seen only
+// once requests to it have failed.
+func (r *Router) ClusterHealth(cluster string) (healthy, ejected, total int, known bool) {
 	t := r.table.Load()
 	if t == nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	u := t.upstreams[cluster]
 	if u == nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	now := r.now().UnixNano()
-	settle := int64(0)
-	if hc := u.cfg.HealthCheck; hc != nil {
+	hc := u.cfg.HealthCheck
+	var settle int64
+	if hc != nil {
 		settle = int64(healthCheckSettle(*hc))
 	}
 	for _, e := range u.eps {
-		if e.available(now) && now-e.readySince.Load() >= settle {
+		out := now < e.ejectedUntil.Load()
+		if out {
+			ejected++
+		}
+		up := !out
+		if hc != nil {
+			up = e.activeOK.Load() && now-e.readySince.Load() >= settle
+		}
+		if up {
 			healthy++
 		}
 	}
-	return healthy, len(u.eps), true
+	return healthy, ejected, len(u.eps), true
 }
 
 // healthCheckSettle is how long after an endpoint turned available its active checks

@@ -215,7 +215,10 @@ function endpoints(ro) {
     const chip = el("span", { class: "ep" + state, "data-cluster": c.name },
       el("b", {}, c.name), " (" + c.role + ")");
     if (!planes.length) chip.append(" no data plane reports it");
-    for (const p of planes) chip.append(" ", el("span", { class: "count", "data-plane": p.plane }, `${p.healthy}/${p.total}`), " " + p.plane);
+    for (const p of planes) {
+      chip.append(" ", el("span", { class: "count", "data-plane": p.plane }, `${p.healthy}/${p.total}`), " " + p.plane);
+      if (p.ejected > 0) chip.append(el("span", { class: "ejected" }, ` (${p.ejected} ejected)`));
+    }
     box.append(chip);
   }
   return box;

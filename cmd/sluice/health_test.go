@@ -16,10 +16,18 @@ import (
 // TestRouterClusterHealth: the router reports an endpoint of a health-checked cluster as
 // healthy only once its checks had time to fail it — never a dead one, not even in its
 // first moments (it starts out available) — and a backend that comes up late once its
-// checks pass. Without a health check only passive ejection can see a dead endpoint.
+// checks pass. Without a health check only passive ejection can see a dead endpoint;
+// with one, an ejection (requests failing) is reported but the check decides whether
+// the endpoint is up.
 func TestRouterClusterHealth(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	defer up.Close()
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer flaky.Close()
 	dead, late := closedAddr(t), closedAddr(t)
 	hc := &model.HealthCheck{Path: "/health", Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond,
 		HealthyThreshold: 1, UnhealthyThreshold: 2}
@@ -28,11 +36,12 @@ func TestRouterClusterHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Shutdown(t.Context())
-	if _, _, known := rt.ClusterHealth("up"); known {
+	if _, _, _, known := rt.ClusterHealth("up"); known {
 		t.Fatal("known before any table")
 	}
 	cluster := func(name string, hc *model.HealthCheck, addrs ...string) model.Cluster {
-		c := model.Cluster{Name: name, HealthCheck: hc}
+		c := model.Cluster{Name: name, HealthCheck: hc,
+			Outlier: model.OutlierDetection{ConsecutiveFailures: 1, BaseEjectionTime: time.Hour}}
 		for _, a := range addrs {
 			c.Endpoints = append(c.Endpoints, model.Endpoint{Address: a, Weight: 1})
 		}
@@ -41,11 +50,17 @@ func TestRouterClusterHealth(t *testing.T) {
 	applied := time.Now()
 	if err := rt.Apply(&model.Snapshot{Version: 1, Clusters: []model.Cluster{
 		cluster("up", hc, up.Listener.Addr().String(), dead), cluster("dead", hc, dead), cluster("late", hc, late),
-		cluster("unchecked", nil, dead)}}); err != nil {
+		cluster("unchecked", nil, dead), cluster("flaky", hc, flaky.Listener.Addr().String())},
+		Listeners: []model.Listener{{Name: "l", Address: "127.0.0.1:0", Routes: []model.Route{
+			{Name: "unchecked", Hosts: []string{"*"}, PathPrefix: "/unchecked", Cluster: "unchecked"},
+			{Name: "flaky", Hosts: []string{"*"}, PathPrefix: "/flaky", Cluster: "flaky"}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	health := func(c string) string {
-		h, n, known := rt.ClusterHealth(c)
+		h, ej, n, known := rt.ClusterHealth(c)
+		if ej > 0 {
+			return fmt.Sprintf("%d/%d %d ejected %v", h, n, ej, known)
+		}
 		return fmt.Sprintf("%d/%d %v", h, n, known)
 	}
 	if got := health("unchecked"); got != "1/1 true" {
@@ -75,6 +90,22 @@ func TestRouterClusterHealth(t *testing.T) {
 		t.Errorf("dead: %s", got)
 	}
 
+	// Requests fail: both endpoints are ejected. Without a health check the dead one is
+	// now seen; with one, the flaky endpoint still answers its checks: up, and ejected.
+	for _, path := range []string{"/unchecked", "/flaky"} {
+		resp, err := http.Get("http://" + rt.Addr("127.0.0.1:0") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if got := health("unchecked"); got != "0/1 1 ejected true" {
+		t.Errorf("unchecked after a failed request: %s", got)
+	}
+	if got := health("flaky"); got != "1/1 1 ejected true" {
+		t.Errorf("flaky after a failed request: %s", got)
+	}
+
 	// The late backend starts listening: it counts once its checks pass.
 	ln, err := net.Listen("tcp", late)
 	if err != nil {
@@ -98,7 +129,7 @@ func TestXDSClusterHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, known := s.ClusterHealth("a"); known {
+	if _, _, _, known := s.ClusterHealth("a"); known {
 		t.Fatal("known before any snapshot")
 	}
 	snap := &model.Snapshot{Version: 1, Clusters: []model.Cluster{{Name: "a", Endpoints: []model.Endpoint{
@@ -106,10 +137,10 @@ func TestXDSClusterHealth(t *testing.T) {
 	if err := s.Apply(snap); err != nil {
 		t.Fatal(err)
 	}
-	if h, n, known := s.ClusterHealth("a"); h != 2 || n != 2 || !known {
+	if h, ej, n, known := s.ClusterHealth("a"); h != 2 || ej != 0 || n != 2 || !known {
 		t.Fatalf("a: %d/%d %v", h, n, known)
 	}
-	if _, _, known := s.ClusterHealth("b"); known {
+	if _, _, _, known := s.ClusterHealth("b"); known {
 		t.Fatal("b is not served")
 	}
 }

@@ -280,6 +280,9 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 			}
 			for _, p := range c.Planes {
 				part += fmt.Sprintf(" %d/%d %s", p.Healthy, p.Total, p.Plane)
+				if p.Ejected > 0 {
+					part += fmt.Sprintf(" (%d ejected)", p.Ejected)
+				}
 			}
 			parts = append(parts, part)
 		}

@@ -27,7 +27,7 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 			{Index: 1, Kind: "setWeight", Text: "setWeight 30", State: "current"}, {Index: 2, Kind: "pause", Text: "pause until promoted", State: "pending"}},
 		Clusters: []analyzer.ClusterStatus{
 			{Name: "web-a", Role: "stable", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}},
-			{Name: "web-b", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 0, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}}},
+			{Name: "web-b", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 0, Ejected: 1, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}}},
 		Actions:     []analyzer.CommandKind{analyzer.CmdPromote, analyzer.CmdPromoteFull, analyzer.CmdAbort},
 		ReloadError: &analyzer.ReloadError{Message: "reload refused: the configuration does not validate; the running configuration stays", Diagnostics: []string{"c.yaml:12: spec.endpoints: required"}, At: ago(30 * time.Second)},
 		Events:      []analyzer.Event{{Type: analyzer.EventHealthChanged, Message: "canary web-b: 0/1 healthy endpoints in router (was 1/1)", Time: ago(20 * time.Second)}},
@@ -46,7 +46,7 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 		"LAST RELOAD REFUSED at " + loc(st.ReloadError.At) + ": reload refused: the configuration does not validate",
 		"      c.yaml:12: spec.endpoints: required",
 		"steps: ✔ 0 pause 10s │ ▶ 1 setWeight 30 │ · 2 pause until promoted",
-		"healthy endpoints: web-a (stable) 1/1 router 1/1 xds · web-b (canary) 0/1 router 1/1 xds",
+		"healthy endpoints: web-a (stable) 1/1 router 1/1 xds · web-b (canary) 0/1 router (1 ejected) 1/1 xds",
 		"waiting for: waiting for healthy canary endpoints: 0/1 (router); the rollout aborts if none is healthy by the deadline (deadline " + loc(deadline) + ", in 9m0s)",
 		"you can: promote, promote --full, abort",
 		loc(st.Events[0].Time) + "  healthChanged  canary web-b: 0/1 healthy endpoints in router (was 1/1)",

@@ -102,10 +102,11 @@
 // stays pure. While it waits the phase is Progressing, the message "waiting for healthy
 // canary endpoints: 0/1 (router)"; after the rollout's ProgressDeadline (Argo's
 // progressDeadlineSeconds, default 600 s), counted from when the wait began and kept
-// across restarts, the rollout aborts. A change of a cluster's healthy endpoints is a
-// healthChanged event of each rollout using it, and the gauges
-// sluice_cluster_healthy_endpoints and sluice_cluster_endpoints{cluster,plane} follow
-// the data planes' views.
+// across restarts, the rollout aborts. A data plane also reports ejected endpoints
+// (passive outlier detection): shown, never waited on. A change of a cluster's healthy,
+// ejected or total endpoints is a healthChanged event of each rollout using it, and the
+// gauges sluice_cluster_{healthy,ejected}_endpoints and sluice_cluster_endpoints
+// {cluster,plane} follow the data planes' views.
 //
 // # Status
 //

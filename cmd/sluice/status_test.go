@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +68,56 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("status:\n%s", out)
+	}
+}
+
+// TestStatusShowsRefusedReload: a reload that fails validation keeps the running
+// configuration, and status shows why, with each problem, until a reload succeeds.
+func TestStatusShowsRefusedReload(t *testing.T) {
+	listen, _ := freeAddr("")
+	good := serveConfig(listen, "127.0.0.1:0", filepath.Join(t.TempDir(), "state"), "{}")
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	writeConfig(t, p, good)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan *runningServer, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, serveOptions{Files: []string{p}, PollEvery: time.Hour,
+			Started: func(rs *runningServer) { started <- rs }})
+	}()
+	var rs *runningServer
+	select {
+	case rs = <-started:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	writeConfig(t, p, strings.Replace(good, "canaryService: s-canary", "canaryService: s-nope", 1))
+	if err := rs.Reload(); err == nil {
+		t.Fatal("an invalid reload succeeded")
+	}
+	var st analyzer.RolloutStatus
+	waitUntil(t, "the refused reload in status", func() bool {
+		st, _ = rs.Controller.Get("svc")
+		return st.ReloadError != nil
+	})
+	if re := st.ReloadError; re.Message != "reload refused: the configuration does not validate; the running configuration stays" ||
+		len(re.Diagnostics) != 1 || !strings.Contains(re.Diagnostics[0], `c.yaml:`) || !strings.Contains(re.Diagnostics[0], `"s-nope" names no Cluster`) {
+		t.Fatalf("reload error %+v", re)
+	}
+	if st.CanaryService != "s-canary" {
+		t.Fatalf("the running configuration changed: %+v", st)
+	}
+	writeConfig(t, p, good)
+	if err := rs.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the reload error cleared", func() bool {
+		st, _ = rs.Controller.Get("svc")
+		return st.ReloadError == nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

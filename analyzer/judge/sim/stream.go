@@ -65,9 +65,10 @@ type Noise struct {
 
 // Outages of a shared dependency: they start at random (on average Every seconds apart),
 // last MinDur to MaxDur seconds, make a fraction MinLevel to MaxLevel of every request fail
-// and add MinDelay to MaxDelay seconds to every request's latency, for both clusters. Each
-// cluster sees each edge (start and end) shifted by its own uniform draw in ±EdgeJitter
-// seconds. Every == 0: none.
+// and add MinDelay to MaxDelay seconds to every request's latency, for both clusters. The
+// canary sees each edge (start and end) offset from the stable's by its own uniform draw
+// in ±EdgeJitter seconds (clients notice the dependency at different moments). Every == 0:
+// none.
 type Outages struct {
 	Every              float64
 	MinDur, MaxDur     float64
@@ -205,12 +206,11 @@ func (s *StreamSim) planOutages() {
 	for t := s.exp(o.Every); t < Horizon; t += s.exp(o.Every) {
 		end := t + s.uniform(o.MinDur, o.MaxDur)
 		level, delay := s.uniform(o.MinLevel, o.MaxLevel), s.uniform(o.MinDelay, o.MaxDelay)
-		for _, c := range []*clusterStream{s.base, s.can} {
-			from := t + s.uniform(-o.EdgeJitter, o.EdgeJitter)
-			to := end + s.uniform(-o.EdgeJitter, o.EdgeJitter)
-			if to > from {
-				c.outages = append(c.outages, outage{span{from, to}, level, delay})
-			}
+		s.base.outages = append(s.base.outages, outage{span{t, end}, level, delay})
+		from := t + s.uniform(-o.EdgeJitter, o.EdgeJitter)
+		to := end + s.uniform(-o.EdgeJitter, o.EdgeJitter)
+		if to > from {
+			s.can.outages = append(s.can.outages, outage{span{from, to}, level, delay})
 		}
 		t = end
 	}

@@ -181,7 +181,8 @@ func NewStream(st Stream) *StreamSim {
 	for _, c := range []*clusterStream{s.base, s.can} {
 		c.errU = s.rng.NormFloat64() * st.ErrorNoise.Sigma
 		c.latU = s.rng.NormFloat64() * st.LatencyNoise.Sigma
-		c.truth = []judge.ClusterStats{zeroStats()}
+		c.truth = make([]judge.ClusterStats, 1, 601)
+		c.truth[0] = zeroStats()
 		if st.ScrapeInterval > 0 {
 			c.phase = s.rng.IntN(st.ScrapeInterval)
 		}

@@ -62,13 +62,13 @@ func TestHealthyFamiliesNoFalseAborts(t *testing.T) {
 		rps, share  float64
 		runs, limit int
 	}{
-		{"overdispersed", 1000, 0.5, 80, 0},
-		{"outages3", 1000, 0.1, 80, 0},
-		{"outages3", 100, 0.5, 80, 0},
-		{"pauses", 100, 0.05, 80, 0},
-		{"bursts", 1000, 0.5, 60, 0},
-		{"scrape30", 1000, 0.5, 60, 0},
-		{"highbase", 1000, 0.1, 60, 0},
+		{"overdispersed", 1000, 0.5, 50, 0},
+		{"outages3", 1000, 0.1, 50, 0},
+		{"outages3", 100, 0.5, 50, 0},
+		{"pauses", 100, 0.05, 50, 0},
+		{"bursts", 1000, 0.5, 50, 0},
+		{"scrape30", 1000, 0.5, 50, 0},
+		{"highbase", 1000, 0.1, 50, 0},
 	}
 	for _, c := range cells {
 		fails := 0

@@ -316,7 +316,15 @@ func (s *Session) feedLatency(dB, dC ClusterStats, secs float64) {
 	// Fail side: the canary counted exactly above a bucket bound u, the baseline above
 	// t = (u − abs)/tol, interpolated (over-counted where unsure).
 	if u, ok := s.pickFail(hB); ok {
-		j, f := hB.split((hB.Bounds[u] - abs) / tol)
+		t := (hB.Bounds[u] - abs) / tol
+		j, f, shaped := hB.splitShape(t)
+		st.Note = ""
+		if !shaped && j > 0 && j < len(hB.Bounds) && hB.Bounds[j]/hB.Bounds[j-1] > tol {
+			// The resolution limit: too few observations beyond this bucket to see its
+			// shape, and the bucket wider than the tolerance.
+			st.Note = fmt.Sprintf("latency buckets %g–%g ms around the baseline's p%g are coarser than the tolerance: failing needs a canary slower than configured",
+				1000*hB.Bounds[j-1], 1000*hB.Bounds[j], 100*s.cfg.Quantile)
+		}
 		x := dC.Latency.countAbove(u)
 		y, _ := dB.Latency.countAt(j, f)
 		qB, qBv := hB.countAt(j, f)
@@ -527,17 +535,19 @@ func (s *Session) describe(d Decision) string {
 			100*st.Canary.Errors/nC, st.Canary.Errors, nC, 100*st.Baseline.Errors/nB, st.Baseline.Errors, nB,
 			s.cfg.RelativeTolerance, 100*s.cfg.AbsoluteTolerance)
 	}
+	var msg string
 	switch d {
 	case Fail:
-		return fmt.Sprintf("canary worse than tolerated (α=%g): %s", a, what)
+		msg = fmt.Sprintf("canary worse than tolerated (α=%g): %s", a, what)
 	case Pass:
-		return fmt.Sprintf("canary shown within tolerance (α=%g): %s", a, what)
+		msg = fmt.Sprintf("canary shown within tolerance (α=%g): %s", a, what)
 	case Inconclusive:
-		return fmt.Sprintf("no decision within %v: %s", s.cfg.MaxDuration, what)
-	}
-	msg := "watching: " + what
-	if phi := st.Fail.dispersion(); phi >= 1.5 {
-		msg += fmt.Sprintf("; traffic %.1f× noisier than Poisson (the judge waits for more evidence)", phi)
+		msg = fmt.Sprintf("no decision within %v: %s", s.cfg.MaxDuration, what)
+	default:
+		msg = "watching: " + what
+		if phi := st.Fail.dispersion(); phi >= 1.5 {
+			msg += fmt.Sprintf("; traffic %.1f× noisier than Poisson (the judge waits for more evidence)", phi)
+		}
 	}
 	if st.Note != "" {
 		msg += "; " + st.Note

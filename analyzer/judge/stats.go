@@ -54,9 +54,16 @@ func sameBounds(a, b Histogram) bool {
 // above it, that straight line (the chord) is used: in a falling density it never
 // under-counts. Where the density rises, the whole bucket counts as above v.
 func (h Histogram) split(v float64) (j int, f float64) {
+	j, f, _ = h.splitShape(v)
+	return j, f
+}
+
+// splitShape is split, also reporting whether the bucket's shape was interpolated (false:
+// the chord or the whole bucket, which over-count).
+func (h Histogram) splitShape(v float64) (j int, f float64, shaped bool) {
 	j = sort.SearchFloat64s(h.Bounds, v)
 	if j >= len(h.Bounds) {
-		return j, 0
+		return j, 0, true
 	}
 	lo, below := 0.0, 0.0
 	if j > 0 {
@@ -64,22 +71,22 @@ func (h Histogram) split(v float64) (j int, f float64) {
 	}
 	hi := h.Bounds[j]
 	if v <= lo || hi <= lo || !h.decreasingAt(v) {
-		return j, 1
+		return j, 1, false
 	}
 	in := h.Counts[j] - below
 	sLo, sHi := h.Count-below, h.Count-h.Counts[j] // observations above lo and above hi
 	if in <= 0 {
-		return j, 0
+		return j, 0, true
 	}
 	chord := (hi - v) / (hi - lo)
 	if lo <= 0 || sHi <= 0 || j+1 >= len(h.Bounds) || h.Count-h.Counts[j+1] < minTailCount {
-		return j, chord
+		return j, chord, false
 	}
 	x, x0, x1, x2 := math.Log(v), math.Log(lo), math.Log(hi), math.Log(h.Bounds[j+1])
 	y0, y1, y2 := math.Log(sLo), math.Log(sHi), math.Log(h.Count-h.Counts[j+1])
 	ly := y0*(x-x1)*(x-x2)/((x0-x1)*(x0-x2)) + y1*(x-x0)*(x-x2)/((x1-x0)*(x1-x2)) + y2*(x-x0)*(x-x1)/((x2-x0)*(x2-x1))
 	s := math.Min(sLo, math.Max(sHi, math.Exp(ly)))
-	return j, (s - sHi) / in
+	return j, (s - sHi) / in, true
 }
 
 // minTailCount is how many observations above the next bound split needs to use it.

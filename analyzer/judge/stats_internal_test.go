@@ -2,7 +2,9 @@ package judge
 
 import (
 	"math"
+	"strings"
 	"testing"
+	"time"
 )
 
 // lognormalHist returns a histogram of n observations of a log-normal latency (median m,
@@ -70,3 +72,32 @@ func TestSplitInterpolatesTheTail(t *testing.T) {
 		t.Errorf("block count %.0f of pooled %.0f", part, full)
 	}
 }
+
+// TestCoarseBucketsNoted: with Envoy's default buckets (100 ms, then 250 ms) and a narrow
+// latency (median 80 ms, σ 0.3, p95 ≈ 130 ms) nothing lies beyond 500 ms to show the
+// 100–250 ms bucket's shape: the judge over-counts there (safe for a Fail, coarse) and
+// says so in its message, instead of claiming the configured tolerance.
+func TestCoarseBucketsNoted(t *testing.T) {
+	envoy := []float64{0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	cum := func(n float64) ClusterStats { return ClusterStats{Latency: lognormalHist(n, 0.08, 0.3, envoy)} }
+	s := NewSession(Config{Signal: SignalLatency}, time0, ClusterStats{}, ClusterStats{})
+	var r Result
+	for k := 1; k <= 5; k++ {
+		r = s.Update(time0.Add(time.Duration(k)*time.Second), cum(1000*float64(k)), cum(1000*float64(k)))
+	}
+	if !strings.Contains(r.Message, "100–250 ms") || !strings.Contains(r.Message, "coarser than the tolerance") {
+		t.Fatalf("coarse buckets not noted: %s", r.Message)
+	}
+	// The router's buckets (100, 150, 200 ms) resolve the same latency once a few dozen
+	// observations lie beyond 200 ms: no note.
+	s = NewSession(Config{Signal: SignalLatency}, time0, ClusterStats{}, ClusterStats{})
+	fine := func(n float64) ClusterStats { return ClusterStats{Latency: lognormalHist(n, 0.08, 0.3, routerBuckets)} }
+	for k := 1; k <= 5; k++ {
+		r = s.Update(time0.Add(time.Duration(k)*time.Second), fine(1e5*float64(k)), fine(1e5*float64(k)))
+	}
+	if strings.Contains(r.Message, "coarser") {
+		t.Fatalf("router buckets noted as coarse: %s", r.Message)
+	}
+}
+
+var time0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

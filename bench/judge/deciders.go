@@ -7,9 +7,11 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer/judge"
 )
 
-// outcome of one decider in one run: aborted or promoted, at second t.
+// outcome of one decider in one run: aborted or promoted, at second t; passed: the judge
+// promoted because both its metrics passed.
 type outcome struct {
 	aborted bool
+	passed  bool
 	t       float64
 }
 
@@ -79,15 +81,24 @@ type judges struct {
 
 func (j *judges) result() *outcome { return j.res }
 
-func newJudges(burnIn time.Duration) decider {
+func newJudges(burnIn time.Duration) decider { return newJudgesWith(judge.Config{BurnIn: burnIn}) }
+
+// newJudgesWith runs the judge with cfg (Signal and MaxDuration set here).
+func newJudgesWith(cfg judge.Config) decider {
 	t0 := time.Unix(0, 0)
 	z := judge.ClusterStats{}
 	j := &judges{}
 	for i, sig := range []judge.Signal{judge.SignalErrors, judge.SignalLatency} {
-		j.s[i] = judge.NewSession(judge.Config{Signal: sig, MaxDuration: 5 * time.Minute, BurnIn: burnIn}, t0, z, z)
+		c := cfg
+		c.Signal, c.MaxDuration = sig, 5*time.Minute
+		j.s[i] = judge.NewSession(c, t0, z, z)
 	}
 	return j
 }
+
+// passed reports whether the judge promoted because both metrics passed (not at the end
+// of its time).
+func (j *judges) passed() bool { return j.d[0] == judge.Pass && j.d[1] == judge.Pass }
 
 func (j *judges) update(t int, _ []judge.ClusterStats, b, c judge.ClusterStats) {
 	if j.res != nil {
@@ -106,6 +117,6 @@ func (j *judges) update(t int, _ []judge.ClusterStats, b, c judge.ClusterStats) 
 		final = final && j.d[i].Final()
 	}
 	if final {
-		j.res = &outcome{t: float64(t)}
+		j.res = &outcome{t: float64(t), passed: j.passed()}
 	}
 }

@@ -111,15 +111,15 @@ type familyCell struct {
 	share float64
 }
 
-func runFamily(c familyCell, k kind, seed uint64) []outcome {
+func runFamily(c familyCell, k kind, seed uint64, wander float64) []outcome {
 	st := c.fam.Stream
 	st.RPS, st.CanaryShare, st.ErrorMult, st.LatencyMult, st.Seed = c.rps, c.share, k.errMult, k.latMult, seed
-	burnIn := time.Duration(0)
+	cfg := judge.Config{Wander: wander}
 	if st.ScrapeInterval > 0 {
-		burnIn = judge.DefaultPrometheusBurnIn // what ConfigFrom gives a judge reading Prometheus
+		cfg.BurnIn = judge.DefaultPrometheusBurnIn // what ConfigFrom gives a judge reading Prometheus
 	}
 	sm := sim.NewStream(st)
-	return runDeciders(sm.Step, []decider{templateA(), flaggerB(), newJudges(burnIn)})
+	return runDeciders(sm.Step, []decider{templateA(), flaggerB(), newJudgesWith(cfg)})
 }
 
 // cell holds the outcomes of one decider over the runs of one scenario.
@@ -136,6 +136,16 @@ func (c cell) quantile(q float64, abort bool) float64 {
 	}
 	sort.Float64s(ts)
 	return ts[int(math.Ceil(q*float64(len(ts))))-1]
+}
+
+func (c cell) passRate() float64 {
+	n := 0
+	for _, o := range c.outs {
+		if o.passed {
+			n++
+		}
+	}
+	return float64(n) / float64(len(c.outs))
 }
 
 func (c cell) abortRate() float64 {
@@ -234,8 +244,8 @@ func classicTable(healthyRuns, runs, workers int, seed uint64) string {
 		total += n
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "`go run ./bench/judge -families none -healthy-runs %d -runs %d -seed %d` (%d simulated canaries, %.0f s on this machine).\n\n",
-		healthyRuns, runs, seed, total, time.Since(start).Seconds())
+	fmt.Fprintf(&out, "`go run ./bench/judge -families none -healthy-runs %d -runs %d -seed %d` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n",
+		healthyRuns, runs, seed, total, time.Since(start).Seconds(), loadAvg())
 	out.WriteString("Regressions: share aborted · median / p95 time to abort (— : fewer than half / 95% aborted within the run).\n")
 	out.WriteString("Healthy: false-abort rate · median / p95 time to promote.\n\n")
 	out.WriteString("| rps | canary |")
@@ -260,7 +270,7 @@ func classicTable(healthyRuns, runs, workers int, seed uint64) string {
 	return out.String()
 }
 
-func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, cmd string) string {
+func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, wander float64, cmd string) string {
 	start := time.Now()
 	var counts []int
 	for range cells {
@@ -274,14 +284,14 @@ func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint6
 	}
 	all := runAll(counts, workers, func(s, r int) []outcome {
 		sd := (seed+7919)*1_000_003 + uint64(s)*100_000_007 + uint64(r)
-		return runFamily(cells[s/len(familyKinds)], familyKinds[s%len(familyKinds)], sd)
+		return runFamily(cells[s/len(familyKinds)], familyKinds[s%len(familyKinds)], sd, wander)
 	})
 	total := 0
 	for _, n := range counts {
 		total += n
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine).\n\n", cmd, total, time.Since(start).Seconds())
+	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n", cmd, total, time.Since(start).Seconds(), loadAvg())
 	out.WriteString("Healthy canaries (same distribution as stable): false-abort rate of (a) the threshold template, (b) Flagger-style checks, (c) the judge, and the judge's median / p95 time to promote.\n\n")
 	out.WriteString("| family | rps | canary share | (a) | (b) | (c) judge | judge: time to promote |\n|---|---|---|---|---|---|---|\n")
 	for ci, c := range cells {
@@ -291,7 +301,7 @@ func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint6
 			100*all.cell(s, 0).abortRate(), 100*all.cell(s, 1).abortRate(), 100*j.abortRate(),
 			secs(j.quantile(0.5, false)), secs(j.quantile(0.95, false)))
 	}
-	out.WriteString("\nRegressed canaries: share aborted · median time to abort, for (c) the judge, then (a) and (b) (— : fewer than half aborted within the run).\n\n")
+	out.WriteString("\nRegressed canaries: share aborted and median time to abort by (c) the judge (in bold; \"passed\": share the judge wrongly passed), then (a) and (b) (— : fewer than half aborted within the run).\n\n")
 	out.WriteString("| family | rps | canary share |")
 	for _, k := range familyKinds[1:] {
 		out.WriteString(" " + k.name + " |")
@@ -304,11 +314,26 @@ func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint6
 		fmt.Fprintf(&out, "| %s | %g | %g%% |", c.fam.Name, c.rps, 100*c.share)
 		for ki := 1; ki < len(familyKinds); ki++ {
 			s := ci*len(familyKinds) + ki
-			fmt.Fprintf(&out, " **%s** · %s · %s |", short(all.cell(s, 2)), short(all.cell(s, 0)), short(all.cell(s, 1)))
+			j := all.cell(s, 2)
+			pass := ""
+			if r := j.passRate(); r > 0 {
+				pass = fmt.Sprintf(" passed %.0f%%", 100*r)
+			}
+			fmt.Fprintf(&out, " **%s**%s · %s · %s |", short(j), pass, short(all.cell(s, 0)), short(all.cell(s, 1)))
 		}
 		out.WriteString("\n")
 	}
 	return out.String()
+}
+
+// loadAvg is the 1-minute load average when the table is written ("?" where unknown): the
+// machine is shared, and the run times depend on it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func parseFloats(s string) ([]float64, error) {
@@ -326,11 +351,12 @@ func parseFloats(s string) ([]float64, error) {
 func main() {
 	healthyRuns := flag.Int("healthy-runs", 1000, "runs per healthy scenario (classic table)")
 	runs := flag.Int("runs", 200, "runs per regression scenario (classic table)")
-	famHealthy := flag.Int("family-healthy-runs", 500, "runs per healthy scenario (family tables)")
-	famRuns := flag.Int("family-runs", 100, "runs per regression scenario (family tables)")
+	famHealthy := flag.Int("family-healthy-runs", 200, "runs per healthy scenario (family tables)")
+	famRuns := flag.Int("family-runs", 30, "runs per regression scenario (family tables)")
 	families := flag.String("families", "all", "comma-separated stream families for the family tables, all, or none; classic for the classic table only")
-	rates := flag.String("rates", "5,100,1000", "family tables: service request rates (both clusters)")
-	shares := flag.String("shares", "0.05,0.5", "family tables: canary shares of the traffic")
+	rates := flag.String("rates", "100,1000", "family tables: service request rates (both clusters together)")
+	shares := flag.String("shares", "0.1,0.5", "family tables: canary shares of the traffic")
+	wander := flag.Float64("wander", 0, "family tables: the judge's Config.Wander")
 	classic := flag.Bool("classic", true, "also run the classic table (Poisson streams, cold starts, burn-in)")
 	seed := flag.Uint64("seed", 1, "base seed")
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
@@ -388,9 +414,14 @@ func main() {
 		}
 		cmd := fmt.Sprintf("go run ./bench/judge -classic=false -families %s -rates %s -shares %s -family-healthy-runs %d -family-runs %d -seed %d",
 			strings.Join(names, ","), *rates, *shares, *famHealthy, *famRuns, *seed)
-		t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, cmd)
+		section := "judge:families"
+		if *wander > 0 {
+			cmd += fmt.Sprintf(" -wander %g", *wander)
+			section = "judge:wander"
+		}
+		t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, *wander, cmd)
 		fmt.Print(t)
-		sections["judge:families"] = t
+		sections[section] = t
 	}
 	if *readme != "" {
 		for name, t := range sections {

@@ -274,8 +274,9 @@ const wanderTime = 30.0
 // wander is the dispersion floor Config.Wander implies for a block whose score moves by m
 // per unit of relative change in the compared rates and has Poisson variance p: if each
 // cluster's rate carries its own slowly drifting factor of log standard deviation W, the
-// sum of the scores over the last T seconds (T up to wanderTime) gains a variance of about
-// 2W²·(m·T)², on top of the Poisson p·T.
+// sum of the scores over T seconds (T up to wanderTime) gains a variance of about
+// 2W²·(m·T)² on top of the Poisson p·T; a block at time T takes its share of that
+// growth, 4W²·m²·T, as a dispersion floor.
 func (s *Session) wander(m, p, secs float64) float64 {
 	if s.cfg.Wander <= 0 || p <= 0 {
 		return 0
@@ -284,7 +285,7 @@ func (s *Session) wander(m, p, secs float64) float64 {
 	return 1 + 2*2*s.cfg.Wander*s.cfg.Wander*m*m*t/p
 }
 
-// ownRate is the baseline's own error rate, from the blocks without a burst (see addOwn).
+// ownRate is the baseline's own error rate, from the blocks without a burst (feedErrors).
 func (s *Session) ownRate() float64 { return rate(s.st.OwnErrors, s.st.OwnRequests) }
 
 // usual is the most errors out of n requests the baseline has at its own rate.

@@ -46,7 +46,7 @@ docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a
 fuzz-config: ## Fuzz the config loader (FuzzLoad) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(or $(FUZZTIME),60s) -fuzzminimizetime 5s ./config
 
-bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canaries, Poisson and realistic streams (~5 min; JUDGE_FLAGS to pick families); writes bench/README.md
+bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canaries, Poisson and realistic streams (~5–8 min on this shared machine; JUDGE_FLAGS to pick families); writes bench/README.md
 	$(GO) run ./bench/judge -healthy-runs $(or $(HEALTHY_RUNS),1000) -runs $(or $(RUNS),200) -readme bench/README.md $(JUDGE_FLAGS)
 
 .PHONY: e2e-router

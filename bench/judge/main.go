@@ -138,25 +138,19 @@ func (c cell) quantile(q float64, abort bool) float64 {
 	return ts[int(math.Ceil(q*float64(len(ts))))-1]
 }
 
-func (c cell) passRate() float64 {
+// share returns the fraction of runs for which is holds.
+func (c cell) share(is func(outcome) bool) float64 {
 	n := 0
 	for _, o := range c.outs {
-		if o.passed {
+		if is(o) {
 			n++
 		}
 	}
 	return float64(n) / float64(len(c.outs))
 }
 
-func (c cell) abortRate() float64 {
-	n := 0
-	for _, o := range c.outs {
-		if o.aborted {
-			n++
-		}
-	}
-	return float64(n) / float64(len(c.outs))
-}
+func (c cell) passRate() float64  { return c.share(func(o outcome) bool { return o.passed }) }
+func (c cell) abortRate() float64 { return c.share(func(o outcome) bool { return o.aborted }) }
 
 func secs(v float64) string {
 	if math.IsInf(v, 1) {
@@ -183,6 +177,22 @@ func parallel(n, workers int, fn func(i int)) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// runCounts returns how many runs each scenario gets — groups × kinds, healthy kinds
+// healthyRuns, regressions runs — and their total.
+func runCounts(groups int, kinds []kind, healthyRuns, runs int) (counts []int, total int) {
+	for g := 0; g < groups; g++ {
+		for _, k := range kinds {
+			n := runs
+			if k.healthy {
+				n = healthyRuns
+			}
+			counts = append(counts, n)
+			total += n
+		}
+	}
+	return counts, total
 }
 
 // scenarioRuns holds every run of every scenario: runs[s][r] are the deciders' outcomes.
@@ -224,25 +234,12 @@ func regressionCell(c cell) string {
 
 func classicTable(healthyRuns, runs, workers int, seed uint64) string {
 	start := time.Now()
-	var counts []int
-	for range classicRates {
-		for _, k := range classicKinds {
-			n := runs
-			if k.healthy {
-				n = healthyRuns
-			}
-			counts = append(counts, n)
-		}
-	}
+	counts, total := runCounts(len(classicRates), classicKinds, healthyRuns, runs)
 	all := runAll(counts, workers, func(s, r int) []outcome {
 		ki, ri := s%len(classicKinds), s/len(classicKinds)
 		sd := seed*1_000_003 + uint64(ki)*100_000_007 + uint64(ri)*10_000_019 + uint64(r)
 		return runClassic(classicKinds[ki], classicRates[ri], sd)
 	})
-	total := 0
-	for _, n := range counts {
-		total += n
-	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "`go run ./bench/judge -families none -healthy-runs %d -runs %d -seed %d` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n",
 		healthyRuns, runs, seed, total, time.Since(start).Seconds(), loadAvg())
@@ -272,24 +269,11 @@ func classicTable(healthyRuns, runs, workers int, seed uint64) string {
 
 func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, wander float64, cmd string) string {
 	start := time.Now()
-	var counts []int
-	for range cells {
-		for _, k := range familyKinds {
-			n := runs
-			if k.healthy {
-				n = healthyRuns
-			}
-			counts = append(counts, n)
-		}
-	}
+	counts, total := runCounts(len(cells), familyKinds, healthyRuns, runs)
 	all := runAll(counts, workers, func(s, r int) []outcome {
 		sd := (seed+7919)*1_000_003 + uint64(s)*100_000_007 + uint64(r)
 		return runFamily(cells[s/len(familyKinds)], familyKinds[s%len(familyKinds)], sd, wander)
 	})
-	total := 0
-	for _, n := range counts {
-		total += n
-	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n", cmd, total, time.Since(start).Seconds(), loadAvg())
 	out.WriteString("Healthy canaries (same distribution as stable): false-abort rate of (a) the threshold template, (b) Flagger-style checks, (c) the judge, and the judge's median / p95 time to promote.\n\n")

@@ -62,8 +62,8 @@
 // measures it: with each cluster's error rate wandering by a factor e^±0.5 over ~30 s
 // the judge still aborts healthy canaries at high traffic. Config.Wander tells the judge
 // up front how much wander to tolerate, at the price of slower decisions. Latency
-// interpolation, the plug-in baseline rates and the dispersion estimate are
-// approximations; everything else is exact.
+// interpolation, the plug-in baseline rates, the dispersion estimate and the Fail
+// test's lower clip (seq.go) are approximations; the rest of the argument is exact.
 //
 // Cold starts: the guarantee is about the canary's rate over the traffic the judge sees.
 // Sluice's router keeps requests served by endpoints younger than the cluster's warm-up

@@ -40,7 +40,10 @@ const maxMirrorRoutes = 64
 // virtual host per distinct host (lower case, sorted), holding, in listener order, the
 // routes of that host. Envoy picks the virtual host by the most specific domain (exact,
 // then the longest "*.suffix", then "*"), ignoring the port (ignore_port_in_host_matching),
-// and tries only that host's routes; the router follows the same rule.
+// and tries only that host's routes; the router follows the same rule. grpc-go matches
+// domains the same way but does not ignore the port: for proxyless clients each host
+// (but "*" and prefix wildcards) is also a domain with the listener's port, the
+// :authority of a client that dialled xds:///HOST:PORT.
 func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shape Shape) (*routev3.RouteConfiguration, error) {
 	hosts := map[string][]int{}
 	for i, r := range l.Routes {
@@ -66,8 +69,12 @@ func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shap
 	}
 	sort.Strings(names)
 	rc := &routev3.RouteConfiguration{Name: l.Name, IgnorePortInHostMatching: shape == ShapeEnvoy}
+	port := listenerPort(l)
 	for _, h := range names {
 		vh := &routev3.VirtualHost{Name: h, Domains: []string{h}}
+		if shape == ShapeGRPC && port != "" && withPort(h) {
+			vh.Domains = append(vh.Domains, h+":"+port)
+		}
 		for _, i := range hosts[h] {
 			rs, err := routesFor(l, i, clusters, shape)
 			if err != nil {

@@ -168,8 +168,8 @@ func TestTranslateShapeContents(t *testing.T) {
 	if d := cmp.Diff([]string{"orders"}, el); d != "" {
 		t.Errorf("envoy listeners (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"orders", "orders.mesh"}, gl); d != "" {
-		t.Errorf("grpc API listeners: every non-* host and the listener name (-want +got):\n%s", d)
+	if d := cmp.Diff([]string{"orders", "orders.mesh", "orders.mesh:10000", "orders:10000"}, gl); d != "" {
+		t.Errorf("grpc API listeners: every non-* host and the listener name, also with the listener's port (-want +got):\n%s", d)
 	}
 	// Envoy gets a cluster of its own for mirror copies; proxyless clients do not mirror.
 	if d := cmp.Diff([]string{"orders-canary", "orders-canary-internal", "orders-canary-mirror", "orders-shadow", "orders-stable", "static-site"}, ec); d != "" {

@@ -72,7 +72,7 @@ func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shap
 	port := listenerPort(l)
 	for _, h := range names {
 		vh := &routev3.VirtualHost{Name: h, Domains: []string{h}}
-		if shape == ShapeGRPC && port != "" && withPort(h) {
+		if _, taken := hosts[h+":"+port]; shape == ShapeGRPC && port != "" && withPort(h) && !taken {
 			vh.Domains = append(vh.Domains, h+":"+port)
 		}
 		for _, i := range hosts[h] {

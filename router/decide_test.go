@@ -11,8 +11,9 @@ import (
 
 // TestDecideMatchesAsEnvoyAndGRPC pins the rules e2e/parity found the router broke
 // against Envoy and grpc-go: a header field sent several times is matched as its values
-// joined with ","; a trusted marker is internal traffic only on a route with an internal
-// cluster; a mirror's path match compares the path as sent, not decoded.
+// joined with "," (the internal-traffic marker too); a mirror's path match compares the
+// path as sent, not decoded. A trusted marker on a route without an internal cluster is
+// routed normally and kept out of analysis (where Envoy differs, as documented).
 func TestDecideMatchesAsEnvoyAndGRPC(t *testing.T) {
 	r, err := New(Options{})
 	if err != nil {
@@ -59,7 +60,7 @@ func TestDecideMatchesAsEnvoyAndGRPC(t *testing.T) {
 		{name: "2 and 3 are 2,3", path: "/api", header: http.Header{"X-Beta": {"2", "3"}}, route: "api", up: "canary"},
 		{name: "marker twice is true,true: not internal", path: "/api", header: http.Header{"X-Internal-Test": {"true", "true"}}, route: "api", up: "stable"},
 		{name: "marker on the rollout's route", path: "/api", header: http.Header{"X-Internal-Test": {"true"}}, route: "api", up: "canary", internal: true},
-		{name: "marker on a route without an internal cluster: ordinary", path: "/static/x", header: http.Header{"X-Internal-Test": {"true"}}, route: "static", up: "stable"},
+		{name: "marker on a route without an internal cluster: routed normally, kept out of analysis", path: "/static/x", header: http.Header{"X-Internal-Test": {"true"}}, route: "static", up: "stable", internal: true},
 	} {
 		d := lt.decide(&routeInput{host: "a", path: c.path, header: c.header, peer: trusted, marker: c.header["X-Internal-Test"] != nil})
 		if d.route == nil || d.route.name != c.route || d.up.name != c.up || d.internal != c.internal {

@@ -46,7 +46,7 @@ var forwardedFields = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forw
 type decision struct {
 	route    *route
 	up       *upstream
-	internal bool   // sent to the route's internal cluster by a trusted marker
+	internal bool   // honoured internal-traffic marker: kept out of analysis
 	spoofed  bool   // a marker-named field from an untrusted source (stripped)
 	cookie   string // Set-Cookie value to add, if any
 }
@@ -67,10 +67,9 @@ type routeInput struct {
 // decide picks the route and cluster for a request under listener lt.
 func (lt *listenerTable) decide(in *routeInput) decision {
 	var d decision
-	marked := false
 	if in.marker {
 		if lt.trustedSource(in) {
-			marked = anyMatch(lt.marker, in.header)
+			d.internal = anyMatch(lt.marker, in.header)
 		} else {
 			d.spoofed = true
 		}
@@ -85,11 +84,11 @@ func (lt *listenerTable) decide(in *routeInput) decision {
 	if ro == nil {
 		return d
 	}
-	// Internal traffic is what the marker sends to the route's internal cluster (the
-	// canary): on a route no rollout owns, a marked request is an ordinary one, as on
-	// Envoy, where only the <canary>-internal cluster keeps it out of the statistics.
-	if marked && ro.internal != nil {
-		d.up, d.internal = ro.internal, true
+	// A marked request goes to the route's internal cluster (the canary) while a release
+	// is in progress; on any other route it is routed normally, and still kept out of
+	// analysis (Envoy cannot: README "What Envoy does with Sluice's routes").
+	if d.internal && ro.internal != nil {
+		d.up = ro.internal
 		return d
 	}
 	for i := range ro.headerRoutes {

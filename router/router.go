@@ -23,8 +23,7 @@
 //
 // Metrics, registered on Options.Registerer: http_requests_total, http_errors_total and
 // http_request_duration_seconds, labelled method, route, status_code and cluster, count
-// analysis traffic only — never requests a trusted internal-traffic marker sent to a
-// route's internal cluster (the canary), requests
+// analysis traffic only — never internal-marked requests from trusted sources, requests
 // served by an endpoint in warm-up, or mirror copies; those go to
 // sluice_router_excluded_requests_total{route,cluster,reason=internal|warmup|mirror,status_code}.
 // Who is to blame decides the status: a client whose request is malformed, short or too

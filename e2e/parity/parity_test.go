@@ -48,10 +48,10 @@ type parityCase struct {
 	why     string
 }
 
-// Requests per case and plane: the router's split is exact over any 10 (100 for 70/30 of
-// a sticky bucket sequence) consecutive requests; Envoy's random draw is enumerated
-// (0..99); gRPC's is random, so a split is judged over 400 RPCs (±0.09 around 0.3) and a
-// single decision over 20 (a split that should not happen shows within them).
+// Requests per case and plane: the router's 70/30 split is exact over any 10 consecutive
+// requests, and its sticky buckets over any 100 new clients; Envoy's random draw is
+// enumerated (0..99); gRPC's is random, so a split is judged over 400 RPCs (±0.09 around
+// 0.3) and a single decision over 20 (a split that should not happen shows within them).
 const (
 	routerN, routerSplitN = 10, 100
 	grpcN, grpcSplitN     = 20, 400
@@ -246,6 +246,7 @@ func TestRouterEnvoyAndGRPCDecideAlike(t *testing.T) {
 			}
 		}
 	}()
+	defer func() { <-grpcDone }() // also when a router case ends the test
 	for i, c := range table {
 		n := routerN
 		if c.split && !c.concurrent {

@@ -16,7 +16,9 @@ func ptr[T any](v T) *T { return &v }
 
 func TestFeatures(t *testing.T) {
 	cfg, ds := Load("testdata/features.yaml")
-	if len(ds) != 1 || cfg == nil || ds[0].String() != "testdata/features.yaml:65: warning: spec.template is ignored: Sluice runs no pods; only its hash is used, as the rollout's revision" {
+	if len(ds) != 2 || cfg == nil ||
+		ds[0].String() != "testdata/features.yaml:58: warning: spec.stickySessions: sticky sessions are honoured by Sluice's router only: Envoy and proxyless gRPC split every request" ||
+		ds[1].String() != "testdata/features.yaml:65: warning: spec.template is ignored: Sluice runs no pods; only its hash is used, as the rollout's revision" {
 		t.Fatalf("diagnostics:\n%s", ds)
 	}
 	ignorePos := cmpopts.IgnoreTypes(model.Pos{})

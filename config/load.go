@@ -92,6 +92,7 @@ type loader struct {
 	controlPlaneAt                   *model.Pos
 	ignoredKinds                     map[string]bool
 	routeRefs                        []routeRef
+	stickyRefs                       []stickyRef
 	readPaths                        map[string]bool
 }
 

@@ -358,6 +358,7 @@ func (l *loader) listener(d *dec, name string, pos model.Pos, spec *obj) {
 		}
 		ss.end()
 		ln.StickySessions = s
+		l.stickyRefs = append(l.stickyRefs, stickyRef{d: d, at: spec.key("stickySessions"), path: spec.sub("stickySessions")})
 	}
 	ln.Limits = model.Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout,
 		BodyTimeout: DefaultBodyTimeout, SendTimeout: DefaultSendTimeout}
@@ -384,9 +385,21 @@ type routeRef struct {
 	path              string
 }
 
-// checkListeners reports listener routes to clusters no file defines, and two
-// listeners on one address.
+// stickyRef is where a Listener sets stickySessions.
+type stickyRef struct {
+	d    *dec
+	at   *yaml.Node
+	path string
+}
+
+// checkListeners reports listener routes to clusters no file defines, two listeners on
+// one address, and, when xDS is served, sticky sessions (which only the router honours).
 func (l *loader) checkListeners() {
+	if l.cfg.ControlPlane.XDS != nil {
+		for _, r := range l.stickyRefs {
+			r.d.warnf(r.at, CodeSuspicious, "%s: sticky sessions are honoured by Sluice's router only: Envoy and proxyless gRPC split every request", r.path)
+		}
+	}
 	for _, r := range l.routeRefs {
 		if r.cluster != "" && l.cfg.Cluster(r.cluster) == nil {
 			r.d.errf(r.at, CodeReference, "%s: %q names no Cluster; define a sluice.dev/v1alpha1 Cluster %q or fix the name", r.path, r.cluster, r.cluster)

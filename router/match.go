@@ -123,14 +123,18 @@ func compileHeaders(hs []model.HeaderMatch) ([]headerMatcher, error) {
 	return out, nil
 }
 
-// match reports whether any value of the header matches.
+// match reports whether the header's value matches. A field sent several times is
+// matched as its values joined with ",", as Envoy (since CVE-2020-25017) and grpc-go
+// match it: "x-beta: 1" twice is "1,1", which exact "1" does not match.
 func (h *headerMatcher) match(hdr http.Header) bool {
-	for _, v := range hdr[h.key] {
-		if h.val.match(v) {
-			return true
-		}
+	switch vs := hdr[h.key]; len(vs) {
+	case 0:
+		return false
+	case 1:
+		return h.val.match(vs[0])
+	default:
+		return h.val.match(strings.Join(vs, ","))
 	}
-	return false
 }
 
 // allMatch reports whether every matcher matches (true for none).
@@ -174,11 +178,13 @@ func compileRequest(m model.RequestMatch) (requestMatcher, error) {
 	return r, nil
 }
 
+// match reports whether a request matches: its path as sent (not decoded, without the
+// query), as routes and Envoy's matchers compare it.
 func (m *requestMatcher) match(r *http.Request) bool {
 	if m.method != nil && !m.method.match(r.Method) {
 		return false
 	}
-	if m.path != nil && !m.path.match(r.URL.Path) {
+	if m.path != nil && !m.path.match(requestPath(r)) {
 		return false
 	}
 	return allMatch(m.headers, r.Header)

@@ -46,7 +46,7 @@ var forwardedFields = [...]string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forw
 type decision struct {
 	route    *route
 	up       *upstream
-	internal bool   // honoured internal-traffic marker
+	internal bool   // honoured internal-traffic marker: kept out of analysis
 	spoofed  bool   // a marker-named field from an untrusted source (stripped)
 	cookie   string // Set-Cookie value to add, if any
 }
@@ -84,6 +84,9 @@ func (lt *listenerTable) decide(in *routeInput) decision {
 	if ro == nil {
 		return d
 	}
+	// A marked request goes to the route's internal cluster (the canary) while a release
+	// is in progress; on any other route it is routed normally, and still kept out of
+	// analysis (Envoy cannot: README "What Envoy does with Sluice's routes").
 	if d.internal && ro.internal != nil {
 		d.up = ro.internal
 		return d

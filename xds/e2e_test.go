@@ -407,7 +407,7 @@ func TestUnknownTargetIsLogged(t *testing.T) {
 		t.Fatalf("%d log lines for one unknown name, want 1", len(entries))
 	}
 	f := entries[0].ContextMap()
-	if f["node"] != "grpc/typo-client" || f["name"] != "svcc" || f["served"] != "svc" {
+	if f["node"] != "grpc/typo-client" || f["name"] != "svcc" || f["served"] != "svc, svc:10000" {
 		t.Fatalf("log fields %v", f)
 	}
 }

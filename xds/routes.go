@@ -2,7 +2,6 @@ package xds
 
 import (
 	"fmt"
-	"net/http"
 	"regexp"
 	"sort"
 	"strconv"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sluice-mesh/sluice/internal/re2"
 	"github.com/sluice-mesh/sluice/model"
 )
 
@@ -42,7 +40,10 @@ const maxMirrorRoutes = 64
 // virtual host per distinct host (lower case, sorted), holding, in listener order, the
 // routes of that host. Envoy picks the virtual host by the most specific domain (exact,
 // then the longest "*.suffix", then "*"), ignoring the port (ignore_port_in_host_matching),
-// and tries only that host's routes; the router follows the same rule.
+// and tries only that host's routes; the router follows the same rule. grpc-go matches
+// domains the same way but does not ignore the port: for proxyless clients each host
+// (but "*" and prefix wildcards) is also a domain with the listener's port, the
+// :authority of a client that dialled xds:///HOST:PORT.
 func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shape Shape) (*routev3.RouteConfiguration, error) {
 	hosts := map[string][]int{}
 	for i, r := range l.Routes {
@@ -68,8 +69,12 @@ func translateRoutes(l *model.Listener, clusters map[string]*model.Cluster, shap
 	}
 	sort.Strings(names)
 	rc := &routev3.RouteConfiguration{Name: l.Name, IgnorePortInHostMatching: shape == ShapeEnvoy}
+	port := listenerPort(l)
 	for _, h := range names {
 		vh := &routev3.VirtualHost{Name: h, Domains: []string{h}}
+		if _, taken := hosts[h+":"+port]; shape == ShapeGRPC && port != "" && withPort(h) && !taken {
+			vh.Domains = append(vh.Domains, h+":"+port)
+		}
 		for _, i := range hosts[h] {
 			rs, err := routesFor(l, i, clusters, shape)
 			if err != nil {
@@ -170,11 +175,10 @@ func (c cond) match() *routev3.RouteMatch {
 // decision is one way a request on a model route can be decided: its conditions, and
 // the route action (without mirrors) it gets.
 type decision struct {
-	name    string
-	when    cond
-	action  *routev3.RouteAction
-	respHdr []*corev3.HeaderValueOption
-	strip   bool // remove the internal-traffic marker before forwarding
+	name   string
+	when   cond
+	action *routev3.RouteAction
+	strip  bool // remove the internal-traffic marker before forwarding
 }
 
 // variant is one set of conditional mirrors a request satisfies at once.
@@ -185,10 +189,10 @@ type variant struct {
 }
 
 // routesFor turns model route idx into Envoy routes, in the order the router decides:
-// internal traffic (marker from a trusted source), header routes, sticky-session cookies
-// (Envoy), then the split. Every route carries the route's mirrors; conditional mirrors
-// multiply the routes, one per combination of mirror matches, largest first, so that a
-// request gets every mirror whose match it satisfies, as on the router.
+// internal traffic (marker from a trusted source), header routes, then the split. Every
+// route carries the route's mirrors; conditional mirrors multiply the routes, one per
+// combination of mirror matches, largest first, so that a request gets every mirror
+// whose match it satisfies, as on the router.
 func routesFor(l *model.Listener, idx int, clusters map[string]*model.Cluster, shape Shape) ([]*routev3.Route, error) {
 	r := &l.Routes[idx]
 	name := routeName(l, r, idx)
@@ -236,21 +240,10 @@ func routesFor(l *model.Listener, idx int, clusters map[string]*model.Cluster, s
 		}
 		ds = append(ds, decision{name: name + "/header/" + hr.Name, when: when, action: single(hr.Cluster), strip: true})
 	}
-	sticky := l.StickySessions
-	if shape != ShapeEnvoy || r.Split == nil {
-		sticky = nil // proxyless clients carry no cookies; an unsplit route has nothing to pin
-	}
-	if sticky != nil {
-		for _, w := range r.Split {
-			if w.Weight <= 0 {
-				continue
-			}
-			when := base
-			when.headers = []*routev3.HeaderMatcher{cookieMatcher(sticky.Cookie, w.Cluster)}
-			ds = append(ds, decision{name: name + "/sticky/" + w.Cluster, when: when, action: single(w.Cluster), strip: true})
-		}
-	}
-	ds = append(ds, splitDecisions(name, base, r, timeoutOf, shape, sticky)...)
+	// Sticky sessions are not sent: the router's cookie carries a signed bucket, which
+	// Envoy cannot verify, and a cookie Envoy matched as sent would let a client pin
+	// itself to the canary (config warns; README "What Envoy does with Sluice's routes").
+	ds = append(ds, splitDecisions(name, base, r, timeoutOf, shape)...)
 
 	variants, err := mirrorVariants(r, shape)
 	if err != nil {
@@ -273,10 +266,9 @@ func routesFor(l *model.Listener, idx int, clusters map[string]*model.Cluster, s
 			a := cloneAction(d.action)
 			a.RequestMirrorPolicies = v.policies
 			rt := &routev3.Route{
-				Name:                 d.name + v.name,
-				Match:                when.match(),
-				Action:               &routev3.Route_Route{Route: a},
-				ResponseHeadersToAdd: d.respHdr,
+				Name:   d.name + v.name,
+				Match:  when.match(),
+				Action: &routev3.Route_Route{Route: a},
 			}
 			if d.strip {
 				rt.RequestHeadersToRemove = strip
@@ -310,17 +302,7 @@ func routesFor(l *model.Listener, idx int, clusters map[string]*model.Cluster, s
 // weighted_clusters route; two legs with different timeouts become two routes, the first
 // taken with its weight's probability (runtime_fraction) and the second taking the rest.
 // More than two legs with different timeouts get the longest (none beats any).
-func splitDecisions(name string, base cond, r *model.Route, timeoutOf func(string) time.Duration,
-	shape Shape, sticky *model.StickySessions) []decision {
-	setCookie := func(cluster string) []*corev3.HeaderValueOption {
-		if sticky == nil {
-			return nil
-		}
-		return []*corev3.HeaderValueOption{{
-			Header:       &corev3.HeaderValue{Key: "set-cookie", Value: cookieValue(sticky, cluster)},
-			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
-		}}
-	}
+func splitDecisions(name string, base cond, r *model.Route, timeoutOf func(string) time.Duration, shape Shape) []decision {
 	if r.Split == nil {
 		a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: r.Cluster}}
 		setTimeout(a, timeoutOf(r.Cluster), shape)
@@ -346,18 +328,17 @@ func splitDecisions(name string, base cond, r *model.Route, timeoutOf func(strin
 			when.fraction = f
 			a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: first.Cluster}}
 			setTimeout(a, timeoutOf(first.Cluster), shape)
-			out = append(out, decision{name: name + "/split/" + first.Cluster, when: when, action: a, strip: true, respHdr: setCookie(first.Cluster)})
+			out = append(out, decision{name: name + "/split/" + first.Cluster, when: when, action: a, strip: true})
 		}
 		a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: second.Cluster}}
 		setTimeout(a, timeoutOf(second.Cluster), shape)
-		return append(out, decision{name: name, when: base, action: a, strip: true, respHdr: setCookie(second.Cluster)})
+		return append(out, decision{name: name, when: base, action: a, strip: true})
 	}
 	wc := &routev3.WeightedCluster{}
 	for _, w := range r.Split {
 		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-			Name:                 w.Cluster,
-			Weight:               wrapperspb.UInt32(uint32(max(w.Weight, 0))),
-			ResponseHeadersToAdd: setCookie(w.Cluster),
+			Name:   w.Cluster,
+			Weight: wrapperspb.UInt32(uint32(max(w.Weight, 0))),
 		})
 	}
 	a := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}
@@ -478,26 +459,6 @@ func mirrorPolicy(m model.Mirror) *routev3.RouteAction_RequestMirrorPolicy {
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}}}},
 	}
-}
-
-// cookieMatcher matches a Cookie header holding cookie=value. Envoy joins HTTP/2 cookie
-// crumbs with "; ". When the regex would be over RE2's default program size (very long
-// names), a plain "contains" match is used instead.
-func cookieMatcher(cookie, value string) *routev3.HeaderMatcher {
-	pair := cookie + "=" + value
-	expr := `(?:.*; *)?` + regexp.QuoteMeta(pair) + `(?:;.*)?`
-	sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: expr}}}
-	if n, err := re2.ProgramSize(expr); err != nil || n > re2.EnvoyDefaultLimit {
-		sm = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: pair}}
-	}
-	return &routev3.HeaderMatcher{Name: "cookie", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}}
-}
-
-// cookieValue is the Set-Cookie value the router sends for a sticky session.
-func cookieValue(s *model.StickySessions, cluster string) string {
-	c := http.Cookie{Name: s.Cookie, Value: cluster, Path: "/", HttpOnly: true,
-		MaxAge: int(s.MaxAge / time.Second), SameSite: http.SameSiteLaxMode}
-	return c.String()
 }
 
 func headerMatcher(h model.HeaderMatch) *routev3.HeaderMatcher {

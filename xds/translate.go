@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -193,7 +194,9 @@ func sortedKeys(m map[string]bool) []string {
 }
 
 // apiListenerNames returns the names a proxyless client may dial for a listener: every
-// route host that is not "*", and the listener's own name, sorted and unique.
+// route host that is not "*", and the listener's own name, each also with the
+// listener's port (xds:///NAME:PORT, as clients that dialled NAME:PORT by DNS keep doing;
+// the router and Envoy ignore the port), sorted and unique.
 func apiListenerNames(l *model.Listener) []string {
 	set := map[string]bool{l.Name: true}
 	for _, r := range l.Routes {
@@ -203,7 +206,29 @@ func apiListenerNames(l *model.Listener) []string {
 			}
 		}
 	}
+	if port := listenerPort(l); port != "" {
+		for _, name := range sortedKeys(set) {
+			if withPort(name) {
+				set[name+":"+port] = true
+			}
+		}
+	}
 	return sortedKeys(set)
+}
+
+// listenerPort returns the port of the listener's address, "" when it has none (or 0).
+func listenerPort(l *model.Listener) string {
+	_, port, err := net.SplitHostPort(l.Address)
+	if err != nil || port == "0" {
+		return ""
+	}
+	return port
+}
+
+// withPort reports whether a name or host pattern gets a ":PORT" variant: not "*", not
+// a prefix wildcard ("www.*" already matches "www.example.com:PORT"), no port already.
+func withPort(h string) bool {
+	return h != "*" && !strings.HasSuffix(h, "*") && !strings.Contains(h, ":")
 }
 
 func adsSource() *corev3.ConfigSource {

@@ -168,8 +168,8 @@ func TestTranslateShapeContents(t *testing.T) {
 	if d := cmp.Diff([]string{"orders"}, el); d != "" {
 		t.Errorf("envoy listeners (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]string{"orders", "orders.mesh"}, gl); d != "" {
-		t.Errorf("grpc API listeners: every non-* host and the listener name (-want +got):\n%s", d)
+	if d := cmp.Diff([]string{"orders", "orders.mesh", "orders.mesh:10000", "orders:10000"}, gl); d != "" {
+		t.Errorf("grpc API listeners: every non-* host and the listener name, also with the listener's port (-want +got):\n%s", d)
 	}
 	// Envoy gets a cluster of its own for mirror copies; proxyless clients do not mirror.
 	if d := cmp.Diff([]string{"orders-canary", "orders-canary-internal", "orders-canary-mirror", "orders-shadow", "orders-stable", "static-site"}, ec); d != "" {
@@ -321,5 +321,39 @@ func TestTranslateErrors(t *testing.T) {
 	}
 	if _, err := Translate(base(), "istio"); err == nil {
 		t.Fatal("unknown shape accepted")
+	}
+}
+
+// TestGRPCDomainsWithPort: for proxyless clients every host but "*" and prefix wildcards
+// is also a domain with the listener's port (grpc-go matches :authority with its port);
+// a host already written with that port is not doubled (Check refuses a domain in two
+// virtual hosts), and Envoy's route configuration ignores ports instead.
+func TestGRPCDomainsWithPort(t *testing.T) {
+	snap := &model.Snapshot{
+		Clusters: []model.Cluster{{Name: "a", Endpoints: []model.Endpoint{{Address: "127.0.0.1:1", Weight: 1}}}},
+		Listeners: []model.Listener{{Name: "web", Address: "127.0.0.1:8080", Routes: []model.Route{
+			{Name: "r", Hosts: []string{"api.example.com", "api.example.com:8080", "*.example.com", "www.*", "*"}, PathPrefix: "/", Cluster: "a"},
+		}}},
+	}
+	for shape, want := range map[Shape]map[string][]string{
+		ShapeGRPC: {"*": {"*"}, "*.example.com": {"*.example.com", "*.example.com:8080"}, "api.example.com": {"api.example.com"},
+			"api.example.com:8080": {"api.example.com:8080"}, "www.*": {"www.*"}},
+		ShapeEnvoy: {"*": {"*"}, "*.example.com": {"*.example.com"}, "api.example.com": {"api.example.com"},
+			"api.example.com:8080": {"api.example.com:8080"}, "www.*": {"www.*"}},
+	} {
+		res, err := Translate(snap, shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Check(res); err != nil {
+			t.Fatalf("%s: %v", shape, err)
+		}
+		got := map[string][]string{}
+		for _, vh := range res.Routes[0].VirtualHosts {
+			got[vh.Name] = vh.Domains
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("%s domains (-want +got):\n%s", shape, d)
+		}
 	}
 }

@@ -159,10 +159,13 @@ spec:
 		}
 	}
 
-	// With xDS, a built-in query of a Cluster only xDS clients reach.
+	// With xDS, a built-in query of a Cluster only xDS clients reach, and sticky sessions.
 	xdsOnly := filepath.Join(dir, "xds-only.yaml")
-	writeConfig(t, xdsOnly, strings.Replace(serveConfig("127.0.0.1:8080", "127.0.0.1:9900", filepath.Join(dir, "s"), "{}"),
-		"  stateDir:", "  xds: {address: 127.0.0.1:18000}\n  stateDir:", 1)+`---
+	withXDS := strings.Replace(serveConfig("127.0.0.1:8080", "127.0.0.1:9900", filepath.Join(dir, "s"), "{}"),
+		"  stateDir:", "  xds: {address: 127.0.0.1:18000}\n  stateDir:", 1)
+	withXDS = strings.Replace(withXDS, "routes: [{hosts: [\"*\"], pathPrefix: /, cluster: s-stable}]",
+		"routes: [{hosts: [\"*\"], pathPrefix: /, cluster: s-stable}]\n  stickySessions: {}", 1)
+	writeConfig(t, xdsOnly, withXDS+`---
 apiVersion: sluice.dev/v1alpha1
 kind: Cluster
 metadata: {name: grpc-only}
@@ -191,7 +194,7 @@ spec:
 `)
 	_, out, _ = runCLI("validate", "-f", xdsOnly)
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "built-in store") {
+		if strings.Contains(line, "built-in store") || strings.Contains(line, "sticky sessions") {
 			add(line)
 		}
 	}

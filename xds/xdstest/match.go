@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -31,7 +32,8 @@ type Request struct {
 // Result is what Envoy does with a request.
 type Result struct {
 	// Status is 200 when the request is forwarded to Cluster, 404 when no virtual host or
-	// route matches, 503 when the chosen cluster is absent or still warming.
+	// route matches, 503 when the chosen cluster is absent or still warming (and, for
+	// Client.Match, when it has no endpoint: Envoy's "no healthy upstream").
 	Status      int
 	VirtualHost string
 	Route       string
@@ -150,8 +152,10 @@ func Route(hcm *hcmv3.HttpConnectionManager, rc *routev3.RouteConfiguration, usa
 }
 
 // Match decides a request received by the listener named listener, with the client's
-// current routes and clusters, and counts a 503 for a cluster it does not hold. An
-// unknown or warming listener answers 404 (Envoy would refuse the connection).
+// current routes and clusters, and counts a 503 for a cluster it does not hold. A
+// cluster it holds without any endpoint answers 503 too (Envoy's "no healthy upstream",
+// not counted: that is the configuration, not a push out of order). An unknown or
+// warming listener answers 404 (Envoy would refuse the connection).
 func (c *Client) Match(listener string, req Request) Result {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -160,10 +164,23 @@ func (c *Client) Match(listener string, req Request) Result {
 		return Result{Status: http.StatusNotFound}
 	}
 	res := Route(ls.active.hcm, c.routes[ls.active.routeConfig()], func(n string) bool { return c.usable(n) == "" }, req)
-	if res.Status == http.StatusServiceUnavailable {
+	switch {
+	case res.Status == http.StatusServiceUnavailable:
 		c.stats.Served503++
+	case res.Status == http.StatusOK && res.Cluster != "" && !hasEndpoints(c.clusters[res.Cluster].active.endpoints):
+		res.Status = http.StatusServiceUnavailable
 	}
 	return res
+}
+
+// hasEndpoints reports whether a load assignment holds at least one endpoint.
+func hasEndpoints(cla *endpointv3.ClusterLoadAssignment) bool {
+	for _, l := range cla.GetEndpoints() {
+		if len(l.GetLbEndpoints()) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func addHeaders(dst http.Header, hs []*corev3.HeaderValueOption) {

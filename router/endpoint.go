@@ -23,7 +23,7 @@ type endpoint struct {
 	addr    string
 	now     func() time.Time
 
-	activeOK     atomic.Bool  // last active health verdict (true when no health check)
+	activeOK atomic.Bool // last active health verdict (true when no health check)
 	// pending: the endpoint has a health check and its first probe has not answered yet
 	// (activeOK is false meanwhile). The first probe runs at once; one success makes the
 	// endpoint healthy, as in Envoy, and keeps its warm-up clock (readySince).

@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/xds/xdstest"

@@ -287,6 +287,11 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 			parts = append(parts, part)
 		}
 		fmt.Fprintf(w, "  healthy endpoints: %s\n", strings.Join(parts, " · "))
+		for _, c := range st.Clusters {
+			for _, d := range c.Discovery {
+				fmt.Fprintf(w, "  endpoints of %s from %s\n", c.Name, d.Summary)
+			}
+		}
 	}
 	if st.Message != "" && !strings.HasPrefix(st.Waiting, st.Message) {
 		fmt.Fprintf(w, "  %s\n", st.Message)

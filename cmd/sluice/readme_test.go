@@ -271,6 +271,11 @@ spec:
 	for _, e := range logs.All() {
 		add(e.Message)
 	}
+
+	// What status says of a discovered cluster in trouble.
+	for _, m := range discoveryMessages(t) {
+		add(m)
+	}
 	return msgs
 }
 

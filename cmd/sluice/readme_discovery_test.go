@@ -120,7 +120,9 @@ func (fakeSlices) List(_ context.Context, ns string, opts metav1.ListOptions) (*
 			errors.New(`User "system:serviceaccount:sluice:sluice" cannot list resource "endpointslices" in API group "discovery.k8s.io" in the namespace "`+ns+`"`))
 	}
 	svc := strings.TrimPrefix(opts.LabelSelector, discoveryv1.LabelServiceName+"=")
-	port := func(name string, n int32) discoveryv1.EndpointPort { return discoveryv1.EndpointPort{Name: &name, Port: &n} }
+	port := func(name string, n int32) discoveryv1.EndpointPort {
+		return discoveryv1.EndpointPort{Name: &name, Port: &n}
+	}
 	yes, no := true, false
 	s := discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-x1", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},

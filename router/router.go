@@ -12,7 +12,8 @@
 // from when it appears (those of the router's first table are taken as already running),
 // and with a health check is pending until its first probe, run at once, passes; a
 // removed or draining endpoint gets no new request, finishes those it serves, and then
-// its pooled connections close. While no endpoint of a cluster is available, every one
+// its pooled connections close (net/http's transport, used for h2c clusters and the
+// requests the fast path hands over, closes its idle ones after UpstreamIdleTimeout). While no endpoint of a cluster is available, every one
 // is used (panic routing), so a cluster is never blackholed while its first probes run;
 // a cluster with no endpoint at all answers 503.
 //

@@ -28,27 +28,18 @@ import (
 func discoveryMessages(t *testing.T) []string {
 	t.Helper()
 	var broken atomic.Bool
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(q)
-		name := q.Question[0].Name
+	dnsAddr := fakeDNS(t, func(m *dns.Msg) {
+		name := m.Question[0].Name
 		switch {
 		case name == "flaky.test." && broken.Load():
 			m.Rcode = dns.RcodeServerFailure
-		case name == "flaky.test." && q.Question[0].Qtype == dns.TypeA:
+		case name == "flaky.test." && m.Question[0].Qtype == dns.TypeA:
 			rr, _ := dns.NewRR("flaky.test. 0 IN A 192.0.2.1")
 			m.Answer = append(m.Answer, rr)
 		case name == "gone.test.":
 			m.Rcode = dns.RcodeNameError
 		}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	defer func() { _ = srv.Shutdown() }()
+	})
 	closed := closedAddr(t)
 
 	kube := fakeSlices{}
@@ -89,7 +80,7 @@ func discoveryMessages(t *testing.T) []string {
 	}
 	failing := func(s discovery.Status) bool { return s.Error != "" }
 
-	local := run([]string{pc.LocalAddr().String()},
+	local := run([]string{dnsAddr},
 		model.Cluster{Name: "flaky", DNS: dnsBlock("flaky.test")},
 		model.Cluster{Name: "gone", DNS: dnsBlock("gone.test")},
 		model.Cluster{Name: "empty", DNS: dnsBlock("empty.test")},
@@ -107,6 +98,26 @@ func discoveryMessages(t *testing.T) []string {
 	msgs = append(msgs, wait(down, "down", failing))
 	t.Logf("discovery status lines:\n  %s", strings.Join(msgs, "\n  "))
 	return msgs
+}
+
+// fakeDNS serves DNS on a free 127.0.0.1 UDP port until the test ends and returns its
+// address; answer fills in each reply (an empty NOERROR reply unless it adds records or
+// sets the rcode).
+func fakeDNS(t *testing.T, answer func(reply *dns.Msg)) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		answer(m)
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
 }
 
 // fakeSlices is a Kubernetes API holding two Services in namespace prod — one whose

@@ -12,11 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	pmodel "github.com/prometheus/common/model"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/miekg/dns"
 
 	"github.com/sluice-mesh/sluice/analyzer"
 	"github.com/sluice-mesh/sluice/internal/statedir"

@@ -12,8 +12,8 @@
 // their clusters' definitions, for EDS), so unchanged resources are never sent again: a
 // weight change is one RDS response per node, and an endpoint change (discovery) one EDS
 // response per node (counted in sluice_xds_eds_only_pushes_total), with the CDS, LDS and
-// RDS versions unchanged. Streams with the same subscription share
-// one marshalled copy of every response.
+// RDS versions unchanged. Streams with the same subscription share one marshalled copy
+// of every response.
 //
 // Shapes: a node is proxyless gRPC (ShapeGRPC) when its metadata field
 // "sluice.dev/shape" is "grpc", or, with no such field, when its user_agent_name contains

@@ -540,6 +540,16 @@ func TestDNSDiscoveryDrivesBothDataPlanes(t *testing.T) {
 		}
 	}
 
+	responses := func() [3]float64 {
+		var out [3]float64
+		for i, typ := range []string{"CDS", "LDS", "RDS"} {
+			out[i] = s.metric(t, "sluice_xds_responses_total", map[string]string{"type": typ})
+		}
+		return out
+	}
+	testenv.WaitFor(t, 30*time.Second, "every xDS node holding the first set", func() bool { return s.xdsCaughtUp(t) })
+	before := responses()
+
 	change("added", []string{"h21", "h22", "h23"}, []string{"h23"}, nil)
 	if w := s.metric(t, "sluice_router_excluded_requests_total", map[string]string{"cluster": "web", "reason": "warmup"}); w == 0 {
 		t.Error("requests to the host added later were not kept out of analysis (warm-up)")
@@ -566,8 +576,9 @@ func TestDNSDiscoveryDrivesBothDataPlanes(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "endpoints of web from DNS: "+d.Error+" since ") {
 		t.Errorf("sluice status: %v\n%s", err, out)
 	}
-	testenv.WaitFor(t, 30*time.Second, "a few more failed resolutions", func() bool {
-		return time.Since(down) > 3*time.Second
+	failedBefore := s.metric(t, "sluice_discovery_resolutions_total", map[string]string{"cluster": "web", "result": d.Error})
+	testenv.WaitFor(t, 60*time.Second, "three more failed resolutions", func() bool {
+		return s.metric(t, "sluice_discovery_resolutions_total", map[string]string{"cluster": "web", "result": d.Error}) >= failedBefore+3
 	})
 	for i, tr := range both {
 		by := map[string]int{}
@@ -586,6 +597,9 @@ func TestDNSDiscoveryDrivesBothDataPlanes(t *testing.T) {
 			t.Errorf("%s: %d of %d calls failed, e.g. %+v", planes[i], len(failed), len(all), failed[:min(5, len(failed))])
 		}
 		t.Logf("%s: %d calls, none failed", planes[i], len(all))
+	}
+	if after := responses(); after != before {
+		t.Errorf("CDS, LDS, RDS responses went from %v to %v while only records changed", before, after)
 	}
 	eds := s.metric(t, "sluice_xds_eds_only_pushes_total", nil)
 	if eds < 3 {

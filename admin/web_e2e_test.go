@@ -88,6 +88,7 @@ func richStatus(eventAt time.Time) analyzer.RolloutStatus {
 		return analyzer.Measurement{Phase: phase, Value: fmt.Sprintf("[%g]", v), Values: []float64{v},
 			Message: "result[0] < 0.02", StartedAt: now.Add(-ago), FinishedAt: now.Add(-ago)}
 	}
+	dnsGood, dnsFailed := eventAt.Add(-2*time.Minute), eventAt.Add(-time.Minute)
 	return analyzer.RolloutStatus{
 		Name: "checkout", Strategy: "canary", Phase: analyzer.PhaseDegraded, Aborted: true, Revision: "v2",
 		Step: 2, Steps: 3, SetWeight: 0, ActualWeight: 0, StartedAt: now.Add(-60 * time.Second),
@@ -97,7 +98,9 @@ func richStatus(eventAt time.Time) analyzer.RolloutStatus {
 			{Index: 2, Kind: "analysis", Text: "analysis canary-health", State: "aborted"}},
 		Clusters: []analyzer.ClusterStatus{
 			{Name: "checkout-stable", Role: "stable", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 3, Total: 3}}},
-			{Name: "checkout-canary", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Ejected: 1, Total: 2}, {Plane: "xds", Healthy: 2, Total: 2}}}},
+			{Name: "checkout-canary", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Ejected: 1, Total: 2}, {Plane: "xds", Healthy: 2, Total: 2}},
+				Discovery: []analyzer.DiscoveryStatus{{Source: "DNS", Target: "checkout-canary.test:80 (A/AAAA)", Endpoints: 2, Error: "SERVFAIL",
+					LastSuccess: &dnsGood, ErrorSince: &dnsFailed, Summary: "DNS: SERVFAIL since …, serving 2 endpoints from …"}}}},
 		Actions: []analyzer.CommandKind{analyzer.CmdAbort, analyzer.CmdRetry, analyzer.CmdStart},
 		Events: []analyzer.Event{{Type: analyzer.EventHealthChanged, Rollout: "checkout", Time: eventAt,
 			Message: "canary checkout-canary: 1/2 healthy endpoints in router (was 2/2)"}},
@@ -197,6 +200,15 @@ func TestWebViewInChromium(t *testing.T) {
 	local, utc := eventAt.In(zone).Format("3:04:05 PM"), eventAt.Format("3:04:05 PM")
 	if !strings.Contains(dom, `<span class="when">`+local+`</span>`) || strings.Contains(dom, utc) {
 		t.Errorf("the event's time is not shown in local time (%s in %s; %s in UTC)", local, webViewZone, utc)
+	}
+	// Discovery: what DNS found for the canary, failing, with the set it keeps serving,
+	// in local time.
+	at := func(d time.Duration) string { return eventAt.Add(-d).In(zone).Format("3:04:05 PM") }
+	if want := `<span class="discovery failing" data-source="DNS"`; !strings.Contains(dom, want) {
+		t.Errorf("rendered page lacks %q", want)
+	}
+	if want := ">DNS: SERVFAIL since " + at(time.Minute) + ", serving 2 endpoints from " + at(2*time.Minute) + "<"; !strings.Contains(dom, want) {
+		t.Errorf("rendered page lacks %q", want)
 	}
 	if t.Failed() {
 		t.Logf("DOM:\n%s", dom)

@@ -65,6 +65,9 @@ type Options struct {
 	// (health.go), changes are healthChanged events, and status shows them. None:
 	// nothing to wait for.
 	Health []HealthSource
+	// Discovery tells, on every tick, what endpoint discovery found for each cluster;
+	// status shows it beside the cluster's health. nil: nothing to show.
+	Discovery DiscoveryReporter
 }
 
 // Controller runs every rollout of a config. Its decisions are serialized on one
@@ -104,7 +107,9 @@ type Controller struct {
 	unsaved  map[string]*saveRetry    // rollouts whose in-memory state is not durable yet
 	saveErrs map[string]string        // last save error logged per rollout (logged once each)
 	health   map[string]ClusterHealth // the data planes' last view, by cluster
-	recent   map[string][]Event       // each rollout's latest events (maxRecentEvents), newest last
+	// discovery is what endpoint discovery last reported, by cluster.
+	discovery map[string][]DiscoveryStatus
+	recent    map[string][]Event // each rollout's latest events (maxRecentEvents), newest last
 
 	reloadMu  sync.Mutex
 	reloadErr *ReloadError // the last reload refused, nil once one succeeds
@@ -261,6 +266,7 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 	}
 	c.setAckTimeout(cfg)
 	c.pollHealth()
+	c.pollDiscovery()
 	c.pub = newPublisher(c.ctx, opts.DataPlanes, c.log, c.ackTimeout, c.clock, c.applied)
 	c.dirty = true
 	c.publish()
@@ -371,6 +377,7 @@ func (c *Controller) requeue(name string, in Inputs) {
 // retries saves that failed, publishes.
 func (c *Controller) tick() {
 	c.pollHealth()
+	c.pollDiscovery()
 	names := make([]string, 0, len(c.states))
 	for n := range c.states {
 		names = append(names, n)
@@ -635,7 +642,7 @@ func (c *Controller) publishView() {
 		for _, cl := range []struct{ name, role string }{{st.Stable, "stable"}, {st.Canary, "canary"}} {
 			if cl.name != "" {
 				s.Clusters = append(s.Clusters, ClusterStatus{Name: cl.name, Role: cl.role,
-					Planes: append(ClusterHealth{}, c.health[cl.name]...)})
+					Planes: append(ClusterHealth{}, c.health[cl.name]...), Discovery: c.discovery[cl.name]})
 			}
 		}
 		s.Events = append([]Event{}, c.recent[r.Name]...)

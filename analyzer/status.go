@@ -96,6 +96,9 @@ type ClusterStatus struct {
 	Name   string        `json:"name"`
 	Role   string        `json:"role"` // stable or canary (blue/green: active or preview)
 	Planes ClusterHealth `json:"planes"`
+	// Discovery is what each of the cluster's discovery sources found (none: the
+	// cluster lists fixed endpoints only).
+	Discovery []DiscoveryStatus `json:"discovery,omitempty"`
 }
 
 // ReleaseStatus is an earlier release of a rollout (Release) as status shows it.

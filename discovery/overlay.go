@@ -82,20 +82,34 @@ func (o *Overlay) OnChange(changes []Change) {
 	}
 }
 
-// push applies the last snapshot with the discovered sets under a new version.
-func (o *Overlay) push() (uint64, error) {
-	o.version++
-	s := *o.last
-	s.Version = o.version
-	s.Clusters = slices.Clone(o.last.Clusters)
+// Fill returns a copy of s with the discovered endpoints put in, without applying it:
+// for a data plane that must serve a snapshot before the analyzer's first one (sluice
+// serve binds the router's listeners with it). s is not modified.
+func (o *Overlay) Fill(s *model.Snapshot) *model.Snapshot {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.fill(s, s.Version)
+}
+
+func (o *Overlay) fill(from *model.Snapshot, version uint64) *model.Snapshot {
+	s := *from
+	s.Version = version
+	s.Clusters = slices.Clone(from.Clusters)
 	for i := range s.Clusters {
 		if set, ok := o.sets[s.Clusters[i].Name]; ok {
 			s.Clusters[i].Endpoints = set
 		}
 	}
+	return &s
+}
+
+// push applies the last snapshot with the discovered sets under a new version.
+func (o *Overlay) push() (uint64, error) {
+	o.version++
+	s := o.fill(o.last, o.version)
 	var errs []error
 	for _, p := range o.planes {
-		if err := p.Apply(&s); err != nil {
+		if err := p.Apply(s); err != nil {
 			errs = append(errs, err)
 		}
 	}

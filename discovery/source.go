@@ -12,6 +12,10 @@
 //
 // Overlay puts the discovered sets into the snapshots the analyzer publishes, so the
 // router and the xDS server receive ordinary snapshots in which only endpoints change.
+// `sluice serve` runs one Manager (OnChange: Overlay.OnChange) and one Overlay in front
+// of both data planes; it waits up to 5 s for the first answers (WaitResolved) and binds
+// the router's listeners with Overlay.Fill of its initial snapshot, so the first routing
+// table already carries the discovered endpoints.
 package discovery
 
 import (

@@ -23,11 +23,19 @@ type endpoint struct {
 	addr    string
 	now     func() time.Time
 
-	activeOK     atomic.Bool  // last active health verdict (true when no health check)
+	activeOK atomic.Bool // last active health verdict (true when no health check)
+	// pending: the endpoint has a health check and its first probe has not answered yet
+	// (activeOK is false meanwhile). The first probe runs at once; one success makes the
+	// endpoint healthy, as in Envoy, and keeps its warm-up clock (readySince).
+	pending      atomic.Bool
 	ejectedUntil atomic.Int64 // unix nanos; 0: not ejected
 	consecFail   atomic.Int32 // consecutive connect errors / 5xx
 	ejections    atomic.Int32 // times ejected in a row, for backoff
-	readySince   atomic.Int64 // unix nanos: added, or last turned healthy
+	// readySince is when the endpoint's warm-up began (unix nanos): when it appeared in
+	// the routing table, or last turned healthy after failing its checks or returned from
+	// an ejection; 0 for the endpoints of the router's first table, which are taken as
+	// already running (see newEndpoint).
+	readySince atomic.Int64
 
 	// outlier configuration of the current table (set on Apply).
 	outlierThreshold atomic.Int32
@@ -45,7 +53,12 @@ type endpoint struct {
 	hcDone   chan struct{}
 }
 
-func newEndpoint(cluster, addr string, now func() time.Time, m *metrics, log *zap.Logger) *endpoint {
+// newEndpoint returns the state of an address that has just appeared in cluster. warm:
+// it is in the router's first table — Sluice started next to a service that was already
+// running, so nothing about it is cold and its warm-up is over; any later endpoint (a
+// discovered one, a scale-up, one a reload adds) warms up from now. checked: the cluster
+// has a health check, so the endpoint is pending until its first probe passes.
+func newEndpoint(cluster, addr string, warm, checked bool, now func() time.Time, m *metrics, log *zap.Logger) *endpoint {
 	e := &endpoint{
 		cluster:  cluster,
 		addr:     addr,
@@ -54,9 +67,12 @@ func newEndpoint(cluster, addr string, now func() time.Time, m *metrics, log *za
 		ejectCtr: m.ejections.WithLabelValues(cluster, addr),
 		log:      log.With(zap.String("cluster", cluster), zap.String("endpoint", addr)),
 	}
-	e.activeOK.Store(true)
-	e.readySince.Store(now().UnixNano())
-	e.gauge.Set(1)
+	e.activeOK.Store(!checked)
+	e.pending.Store(checked)
+	if !warm {
+		e.readySince.Store(now().UnixNano())
+	}
+	e.updateGauge()
 	return e
 }
 
@@ -149,7 +165,10 @@ func (e *endpoint) startHealthCheck(hc *model.HealthCheck, client *http.Client) 
 	}
 	e.stopHealthCheckLocked()
 	if hc == nil {
-		if !e.activeOK.Load() {
+		if e.pending.Swap(false) {
+			e.activeOK.Store(true) // never failed a check: its warm-up clock stands
+			e.updateGauge()
+		} else if !e.activeOK.Load() {
 			e.activeOK.Store(true)
 			e.readySince.Store(e.now().UnixNano())
 			e.updateGauge()
@@ -202,7 +221,24 @@ func (e *endpoint) healthLoop(ctx context.Context, cfg model.HealthCheck, client
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
 	for {
-		if e.probe(ctx, client, url, cfg.Timeout) {
+		passed := e.probe(ctx, client, url, cfg.Timeout)
+		if ctx.Err() != nil {
+			return // stopped mid-probe: not a verdict
+		}
+		if e.pending.Swap(false) {
+			// The first verdict: one success makes a new endpoint healthy (as in Envoy)
+			// and its warm-up runs from when it appeared; a failure makes it unhealthy,
+			// and its warm-up starts again when it turns healthy.
+			if passed {
+				ok = 1
+				e.activeOK.Store(true)
+				e.updateGauge()
+				e.log.Debug("endpoint healthy: first health check passed")
+			} else {
+				bad = 1
+				e.log.Warn("endpoint unhealthy: first health check failed")
+			}
+		} else if passed {
 			ok, bad = ok+1, 0
 			if !e.activeOK.Load() && ok >= cfg.HealthyThreshold {
 				e.activeOK.Store(true)

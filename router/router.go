@@ -6,8 +6,16 @@
 //
 // The routing table is immutable: Apply builds and validates a new one and swaps it in
 // atomically, so a weight change applies to the very next request and a bad snapshot is
-// refused while the old table keeps serving. Endpoint state (health, ejection, warm-up)
-// is kept per cluster and address across Apply.
+// refused while the old table keeps serving. Endpoint state (health, ejection, warm-up,
+// pooled connections) is kept per cluster and address across Apply, so a snapshot in
+// which only endpoints changed (discovery) touches only those: a new endpoint warms up
+// from when it appears (those of the router's first table are taken as already running),
+// and with a health check is pending until its first probe, run at once, passes; a
+// removed or draining endpoint gets no new request, finishes those it serves, and then
+// its pooled connections close (net/http's transport, used for h2c clusters and the
+// requests the fast path hands over, closes its idle ones after UpstreamIdleTimeout). While no endpoint of a cluster is available, every one
+// is used (panic routing), so a cluster is never blackholed while its first probes run;
+// a cluster with no endpoint at all answers 503.
 //
 // The router faces clients that may be hostile. Every HTTP/1.1 request head is read by a
 // strict parser (parse.go, RFC 9112/9110) before anything is forwarded; what it refuses
@@ -246,13 +254,18 @@ func (r *Router) Apply(s *model.Snapshot) error {
 		go ls.serve()
 		r.log.Info("listener bound", zap.String("address", ls.ln.Addr().String()))
 	}
+	// Endpoints that left the table (removed, or draining) take no new request; those
+	// they are serving finish, on connections that are then closed.
+	removed := 0
 	for key, e := range r.endpoints {
 		if _, ok := t.endpoints[key]; !ok {
+			removed++
 			e.stopHealthCheck()
 			e.pool.closeAll()
 			r.metrics.healthy.DeleteLabelValues(e.cluster, e.addr)
 		}
 	}
+	added := len(t.endpoints) - (len(r.endpoints) - removed)
 	r.endpoints = t.endpoints
 	for addr, ls := range r.servers {
 		if _, ok := t.listeners[addr]; ok {
@@ -273,7 +286,7 @@ func (r *Router) Apply(s *model.Snapshot) error {
 	close(r.verCh)
 	r.verCh = make(chan struct{})
 	r.verMu.Unlock()
-	r.log.Info("routing table applied", zap.Uint64("version", t.version))
+	r.log.Info("routing table applied", zap.Uint64("version", t.version), zap.Int("endpointsAdded", added), zap.Int("endpointsRemoved", removed))
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -432,32 +433,54 @@ func TestUpstreamErrors502504499(t *testing.T) {
 	}
 }
 
+// TestWarmupExcludedFromAnalysis: an endpoint of the router's first table is taken as
+// already running (Sluice started next to it): its requests count at once. One that
+// appears later (discovery, a scale-up) warms up from when it appears: its requests are
+// served but kept out of analysis until warmup has passed.
 func TestWarmupExcludedFromAnalysis(t *testing.T) {
-	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
+	stable, canary, scaled := newBackend(t, "stable"), newBackend(t, "canary"), newBackend(t, "scaled")
 	clock := &fakeClock{}
 	addr := freeAddr(t)
 	s := twoClusters(addr, stable, canary, 100)
 	s.Clusters[0].Warmup = time.Minute // canary
-	_, reg := startRouter(t, s, Options{Now: clock.now})
+	r, reg := startRouter(t, s, Options{Now: clock.now})
 	c := newClient()
-	for i := 0; i < 5; i++ {
+	counted := func() float64 {
+		return metricSum(t, reg, "http_requests_total", map[string]string{"cluster": "canary"})
+	}
+	warming := func() float64 {
+		return metricSum(t, reg, "sluice_router_excluded_requests_total", map[string]string{"cluster": "canary", "reason": "warmup"})
+	}
+	for i := 0; i < 4; i++ {
 		get(t, c, "http://"+addr+"/", nil)
 	}
-	if canary.hits.Load() != 5 {
-		t.Fatalf("warming endpoint should still serve: got %d", canary.hits.Load())
+	if counted() != 4 || warming() != 0 {
+		t.Fatalf("first table's endpoint: counted %v, warm-up %v; want 4 and 0 (it was running before Sluice)", counted(), warming())
 	}
-	if got := metricSum(t, reg, "http_requests_total", map[string]string{"cluster": "canary"}); got != 0 {
-		t.Fatalf("warm-up requests counted: %v", got)
+
+	// A second endpoint appears (scale-up): it warms up, the first one stays warm.
+	s2 := withWeight(s, 2, 100)
+	s2.Clusters = slices.Clone(s.Clusters)
+	s2.Clusters[0].Endpoints = []model.Endpoint{{Address: canary.addr, Weight: 1}, {Address: scaled.addr, Weight: 1}}
+	if err := r.Apply(s2); err != nil {
+		t.Fatal(err)
 	}
-	if got := metricSum(t, reg, "sluice_router_excluded_requests_total", map[string]string{"cluster": "canary", "reason": "warmup"}); got != 5 {
-		t.Fatalf("excluded warmup = %v, want 5", got)
-	}
-	clock.advance(61 * time.Second)
-	for i := 0; i < 3; i++ {
+	clock.advance(30 * time.Second)
+	for i := 0; i < 10; i++ {
 		get(t, c, "http://"+addr+"/", nil)
 	}
-	if got := metricSum(t, reg, "http_requests_total", map[string]string{"cluster": "canary"}); got != 3 {
-		t.Fatalf("after warm-up: counted %v, want 3", got)
+	if scaled.hits.Load() != 5 || canary.hits.Load() != 9 {
+		t.Fatalf("hits: scaled %d canary %d; a warming endpoint still serves its share", scaled.hits.Load(), canary.hits.Load())
+	}
+	if counted() != 9 || warming() != 5 {
+		t.Fatalf("30 s after the scale-up: counted %v, warm-up %v; want 9 and 5", counted(), warming())
+	}
+	clock.advance(31 * time.Second)
+	for i := 0; i < 4; i++ {
+		get(t, c, "http://"+addr+"/", nil)
+	}
+	if counted() != 13 || warming() != 5 {
+		t.Fatalf("after warm-up: counted %v, warm-up %v; want 13 and 5", counted(), warming())
 	}
 }
 

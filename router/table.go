@@ -116,6 +116,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 	}
 	var errs []error
 	fail := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	firstTable := r.table.Load() == nil
 	t := &table{
 		version:   s.Version,
 		listeners: map[string]*listenerTable{},
@@ -143,6 +144,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 		u := &upstream{name: c.Name, cfg: c, warmup: c.Warmup, timeout: c.RequestTimeout, headerTimeout: c.ResponseHeaderTimeout}
 		u.transport = r.transportFor(&c)
 		seen := map[string]bool{}
+		var serving []model.Endpoint
 		for _, ep := range c.Endpoints {
 			if _, _, err := net.SplitHostPort(ep.Address); err != nil {
 				fail("cluster %s: endpoint %q: %v", c.Name, ep.Address, err)
@@ -153,10 +155,16 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 				continue
 			}
 			seen[ep.Address] = true
+			if ep.Draining {
+				// Going away: no new requests. It leaves the table as a removed endpoint
+				// does; the requests it is serving finish (see Apply).
+				continue
+			}
+			serving = append(serving, ep)
 			key := endpointKey(c.Name, ep.Address)
 			e := r.endpoints[key]
 			if e == nil {
-				e = newEndpoint(c.Name, ep.Address, r.now, r.metrics, r.log)
+				e = newEndpoint(c.Name, ep.Address, firstTable, c.HealthCheck != nil, r.now, r.metrics, r.log)
 			}
 			t.endpoints[key] = e
 			u.eps = append(u.eps, e)
@@ -167,7 +175,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 		}
 		// Interleave weighted endpoints so a weight-3 endpoint does not take 3 in a row.
 		if len(u.ring) > len(u.eps) {
-			u.ring = interleave(u.eps, c.Endpoints)
+			u.ring = interleave(u.eps, serving)
 		}
 		t.upstreams[c.Name] = u
 	}

@@ -82,6 +82,9 @@ func peek(c net.Conn) (data, closed bool) {
 type connPool struct {
 	mu   sync.Mutex
 	idle []*upConn
+	// closed: the endpoint left the routing table. Requests already on it finish; their
+	// connections are then closed instead of kept.
+	closed bool
 }
 
 // get returns the most recently used connection idle for less than maxIdle at now, or nil.
@@ -109,7 +112,7 @@ func (p *connPool) put(uc *upConn, max int, now time.Time) {
 	}
 	uc.used = now
 	p.mu.Lock()
-	if len(p.idle) < max {
+	if !p.closed && len(p.idle) < max {
 		p.idle = append(p.idle, uc)
 		uc = nil
 	}
@@ -146,10 +149,12 @@ func (p *connPool) size() int {
 	return len(p.idle)
 }
 
+// closeAll closes the idle connections and every connection put back later.
 func (p *connPool) closeAll() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
+	p.closed = true
 	p.mu.Unlock()
 	for _, uc := range idle {
 		uc.c.Close()

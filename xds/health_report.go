@@ -10,7 +10,8 @@ import (
 // EDS (for a Cluster without discovery, its configured endpoints). Sluice cannot see
 // what each proxy's own health checks and outlier detection find, so an endpoint counts
 // as healthy unless it is served as unhealthy, draining or timed out, and ejected is
-// always 0. known is false before the first snapshot, or when it has no such cluster.
+// always 0. Draining endpoints (going away) are not counted, as on the router. known is
+// false before the first snapshot, or when it has no such cluster.
 func (s *Server) ClusterHealth(cluster string) (healthy, ejected, total int, known bool) {
 	g := s.target(ShapeEnvoy)
 	if g == nil || g.c[kindEDS] == nil {
@@ -26,12 +27,14 @@ func (s *Server) ClusterHealth(cluster string) (healthy, ejected, total int, kno
 	}
 	for _, loc := range cla.GetEndpoints() {
 		for _, ep := range loc.GetLbEndpoints() {
-			total++
 			switch ep.GetHealthStatus() {
-			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
+			case corev3.HealthStatus_DRAINING:
+				continue
+			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_TIMEOUT:
 			default:
 				healthy++
 			}
+			total++
 		}
 	}
 	return healthy, 0, total, true

@@ -11,6 +11,7 @@ type metrics struct {
 	responses  *prometheus.CounterVec
 	ackLatency *prometheus.HistogramVec
 	invalid    prometheus.Counter
+	edsOnly    prometheus.Counter
 	// byType holds each served type's short name and metric children, by type URL, so
 	// the per-response path does no label hashing.
 	byType map[string]*typeMetrics
@@ -47,8 +48,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_xds_invalid_snapshots_total", Help: "Snapshots refused by validation, never sent.",
 		}),
+		edsOnly: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_xds_eds_only_pushes_total",
+			Help: "Snapshots in which only endpoints changed, pushed as EDS alone (CDS, LDS and RDS unchanged).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.connected, m.version, m.acks, m.nacks, m.responses, m.ackLatency, m.invalid} {
+	for _, c := range []prometheus.Collector{m.connected, m.version, m.acks, m.nacks, m.responses, m.ackLatency, m.invalid, m.edsOnly} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

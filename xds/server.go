@@ -9,9 +9,11 @@
 // next snapshot, so no resend loop starts.
 //
 // Versions: a response's version_info is a hash of what it carries (of the endpoints and
-// their clusters' definitions, for EDS), so unchanged resources are never sent again and
-// a weight change is one RDS response per node. Streams with the same subscription share
-// one marshalled copy of every response.
+// their clusters' definitions, for EDS), so unchanged resources are never sent again: a
+// weight change is one RDS response per node, and an endpoint change (discovery) one EDS
+// response per node (counted in sluice_xds_eds_only_pushes_total), with the CDS, LDS and
+// RDS versions unchanged. Streams with the same subscription share one marshalled copy
+// of every response.
 //
 // Shapes: a node is proxyless gRPC (ShapeGRPC) when its metadata field
 // "sluice.dev/shape" is "grpc", or, with no such field, when its user_agent_name contains
@@ -272,6 +274,9 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 		s.log.Error("refusing invalid snapshot", zap.Uint64("version", snap.Version), zap.Error(err))
 		return err
 	}
+	if endpointsOnly(built, s.target) {
+		s.metrics.edsOnly.Inc()
+	}
 	s.mu.Lock()
 	for shape, g := range built {
 		s.fleets[shapeIndex(shape)].Store(g)
@@ -291,6 +296,26 @@ func (s *Server) Apply(snap *model.Snapshot) error {
 	}
 	s.log.Debug("applied snapshot", zap.Uint64("version", snap.Version), zap.Int("streams", len(streams)))
 	return nil
+}
+
+// endpointsOnly reports whether the generations built differ from the current ones in
+// their endpoints alone: the push is EDS only (newGen keeps the other kinds' content, and
+// so their versions, when they are unchanged).
+func endpointsOnly(built map[Shape]*gen, current func(Shape) *gen) bool {
+	changed := false
+	for shape, g := range built {
+		prev := current(shape)
+		if prev == nil {
+			return false
+		}
+		for _, k := range []kind{kindCDS, kindLDS, kindRDS} {
+			if g.c[k] != prev.c[k] {
+				return false
+			}
+		}
+		changed = changed || g.c[kindEDS] != prev.c[kindEDS]
+	}
+	return changed
 }
 
 // target returns the current generation of a shape (nil before the first Apply).

@@ -438,7 +438,16 @@ func orString(s, def string) string {
 	return def
 }
 
+// translateEndpoints returns a cluster's ClusterLoadAssignment: one locality holding
+// every endpoint, a draining one with health status DRAINING (Envoy and grpc-go send it
+// no new requests, and let those in flight finish). A cluster with no endpoint gets an
+// assignment with no locality: Envoy then answers 503 (no healthy upstream) and grpc-go
+// fails the cluster's RPCs with UNAVAILABLE, as the router answers 503.
 func translateEndpoints(name string, c *model.Cluster) (*endpointv3.ClusterLoadAssignment, error) {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	if len(c.Endpoints) == 0 {
+		return cla, nil
+	}
 	loc := &endpointv3.LocalityLbEndpoints{
 		Locality:            &corev3.Locality{Region: Locality},
 		LoadBalancingWeight: wrapperspb.UInt32(1),
@@ -448,7 +457,7 @@ func translateEndpoints(name string, c *model.Cluster) (*endpointv3.ClusterLoadA
 		if err != nil {
 			return nil, fmt.Errorf("xds: cluster %q: %w", c.Name, err)
 		}
-		loc.LbEndpoints = append(loc.LbEndpoints, &endpointv3.LbEndpoint{
+		lb := &endpointv3.LbEndpoint{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: socketAddress(host, port),
 				// Health checks carry the endpoint's address as Host, as the router's do
@@ -456,12 +465,14 @@ func translateEndpoints(name string, c *model.Cluster) (*endpointv3.ClusterLoadA
 				HealthCheckConfig: healthHost(c, e.Address),
 			}},
 			LoadBalancingWeight: wrapperspb.UInt32(uint32(max(e.Weight, 1))),
-		})
+		}
+		if e.Draining {
+			lb.HealthStatus = corev3.HealthStatus_DRAINING
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lb)
 	}
-	return &endpointv3.ClusterLoadAssignment{
-		ClusterName: name,
-		Endpoints:   []*endpointv3.LocalityLbEndpoints{loc},
-	}, nil
+	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{loc}
+	return cla, nil
 }
 
 func healthHost(c *model.Cluster, addr string) *endpointv3.Endpoint_HealthCheckConfig {

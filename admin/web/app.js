@@ -219,9 +219,22 @@ function endpoints(ro) {
       chip.append(" ", el("span", { class: "count", "data-plane": p.plane }, `${p.healthy}/${p.total}`), " " + p.plane);
       if (p.ejected > 0) chip.append(el("span", { class: "ejected" }, ` (${p.ejected} ejected)`));
     }
+    for (const d of c.discovery || []) chip.append(discoveryLine(d));
     box.append(chip);
   }
   return box;
+}
+// discoveryLine: what a DNS or Kubernetes source found for a cluster, in local time, e.g.
+// "DNS: SERVFAIL since 12:03:10, serving 3 endpoints from 12:01:05".
+function discoveryLine(d) {
+  const n = (k, what) => k === 1 ? `1 ${what}` : `${k} ${what}s`;
+  let text = d.source + ": ";
+  if (!d.lastSuccess && !d.error) text += "waiting for the first answer";
+  else if (!d.error) text += `${n(d.endpoints, "endpoint")}, ${d.source === "DNS" ? "resolved" : "listed"} ${localTime(d.lastSuccess)}` +
+    (d.draining ? `, ${d.draining} draining` : "");
+  else text += `${d.error} since ${localTime(d.errorSince)}, ` +
+    (d.lastSuccess ? `serving ${n(d.endpoints, "endpoint")} from ${localTime(d.lastSuccess)}` : "serving nothing discovered yet");
+  return el("span", { class: "discovery" + (d.error ? " failing" : ""), "data-source": d.source, title: d.target + " — " + d.summary }, text);
 }
 function runTables(parent, runs) {
   for (const run of runs || []) {

@@ -5,7 +5,13 @@
 // routes. The simulated Envoys run in a child process (this binary with -clients), so
 // the CPU and memory figures are the control plane's alone.
 //
+// With -change endpoints the canary cluster has -endpoints endpoints (default 1000) and
+// each change replaces one of them (one added, one removed: what discovery publishes when
+// a pod or VM is replaced), timed until every stream ACKed the new EDS; the bench checks
+// that each change was pushed as EDS alone (sluice_xds_eds_only_pushes_total).
+//
 //	go run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md
+//	go run ./bench/xds -change endpoints -endpoints 1000 -n 1000 -changes 7 -readme bench/README.md
 package main
 
 import (
@@ -32,6 +38,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/xds"
 	"github.com/sluice-mesh/sluice/xds/xdstest"
@@ -39,6 +47,17 @@ import (
 
 // profilePath, when set, receives a CPU profile of the pushes (not the connections).
 var profilePath string
+
+// What each timed change is: a new canary weight (RDS), or one endpoint of the canary
+// cluster replaced (EDS), and how many endpoints that cluster has.
+var (
+	changeKind   = "weight"
+	canarySize   = 3
+	endpointBase = 0 // the first canary endpoint's index: a change moves it by one
+	// skimEndpoints: the simulated proxies read only the cluster name of an endpoint
+	// assignment (xdstest.Options.SkimEndpoints).
+	skimEndpoints bool
+)
 
 func main() {
 	ns := flag.String("n", "100,1000,5000", "comma-separated fleet sizes")
@@ -48,8 +67,19 @@ func main() {
 	clients := flag.Bool("clients", false, "internal: run the simulated Envoys (child process)")
 	addr := flag.String("addr", "", "internal: xDS server address for -clients")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the control plane's pushes to FILE.N")
+	flag.StringVar(&changeKind, "change", "weight", "what each timed change is: weight (RDS) or endpoints (one of the canary's endpoints replaced: EDS)")
+	endpoints := flag.Int("endpoints", 0, "endpoints of the canary cluster (default 3, or 1000 with -change endpoints)")
+	flag.BoolVar(&skimEndpoints, "skim", false, "the simulated proxies read only the cluster name of endpoint assignments, not the endpoints (the control plane's and the transport's share)")
 	flag.Parse()
 	profilePath = *cpuprofile
+	switch {
+	case changeKind != "weight" && changeKind != "endpoints":
+		log.Fatalf("bad -change %q: weight or endpoints", changeKind)
+	case *endpoints > 0:
+		canarySize = *endpoints
+	case changeKind == "endpoints":
+		canarySize = 1000
+	}
 
 	if *clients {
 		n, _ := strconv.Atoi(*ns)
@@ -84,6 +114,7 @@ type row struct {
 	connect        time.Duration
 	median, max    time.Duration
 	cpuPerPush     time.Duration
+	clientCPU      time.Duration // the simulated fleet's CPU per push (decoding, ACKing)
 	heapMiB, rssMB float64
 	allocPerPushKB float64
 	target         time.Duration
@@ -91,25 +122,27 @@ type row struct {
 }
 
 func (r row) line() string {
-	return fmt.Sprintf("N=%d connect=%v median=%v max=%v cpu/push=%v heap=%.1fMiB rss=%.1fMiB alloc/push=%.0fKiB",
+	return fmt.Sprintf("N=%d connect=%v median=%v max=%v cpu/push=%v fleet-cpu/push=%v heap=%.1fMiB rss=%.1fMiB alloc/push=%.0fKiB",
 		r.n, r.connect.Round(time.Millisecond), r.median.Round(time.Millisecond), r.max.Round(time.Millisecond),
-		r.cpuPerPush.Round(100*time.Microsecond), r.heapMiB, r.rssMB, r.allocPerPushKB)
+		r.cpuPerPush.Round(100*time.Microsecond), r.clientCPU.Round(time.Millisecond), r.heapMiB, r.rssMB, r.allocPerPushKB)
 }
 
-// snapshot is a small mesh: one listener, stable and canary clusters of 3 endpoints.
+// snapshot is a small mesh: one listener, a stable cluster of 3 endpoints and a canary
+// cluster of canarySize endpoints (10.x addresses, never dialled), starting at
+// endpointBase.
 func snapshot(version uint64, canary int) *model.Snapshot {
-	eps := func(base int) []model.Endpoint {
+	eps := func(base, n int) []model.Endpoint {
 		var out []model.Endpoint
-		for i := 0; i < 3; i++ {
-			out = append(out, model.Endpoint{Address: fmt.Sprintf("10.0.0.%d:8080", base+i), Weight: 1})
+		for i := base; i < base+n; i++ {
+			out = append(out, model.Endpoint{Address: fmt.Sprintf("10.%d.%d.%d:8080", i>>16&255, i>>8&255, i&255), Weight: 1})
 		}
 		return out
 	}
 	return &model.Snapshot{
 		Version: version,
 		Clusters: []model.Cluster{
-			{Name: "api-canary", Endpoints: eps(20), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
-			{Name: "api-stable", Endpoints: eps(10), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
+			{Name: "api-canary", Endpoints: eps(1<<16+endpointBase, canarySize), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
+			{Name: "api-stable", Endpoints: eps(10, 3), Protocol: model.ProtocolH2C, ConnectTimeout: time.Second},
 		},
 		Listeners: []model.Listener{{
 			Name: "api", Address: "0.0.0.0:8080",
@@ -152,7 +185,8 @@ func measure(n, changes, perConn int) (row, error) {
 	default:
 		r.target = time.Second
 	}
-	s, err := xds.New(xds.Options{Logger: zap.NewNop(), Address: "127.0.0.1:0", AckTimeout: time.Minute})
+	reg := prometheus.NewRegistry()
+	s, err := xds.New(xds.Options{Logger: zap.NewNop(), Registerer: reg, Address: "127.0.0.1:0", AckTimeout: time.Minute})
 	if err != nil {
 		return r, err
 	}
@@ -168,7 +202,7 @@ func measure(n, changes, perConn int) (row, error) {
 		return r, err
 	}
 	start := time.Now()
-	cmd := exec.Command(exe, "-clients", "-addr", s.Addr().String(), "-n", strconv.Itoa(n), "-per-conn", strconv.Itoa(perConn))
+	cmd := exec.Command(exe, "-clients", "-addr", s.Addr().String(), "-n", strconv.Itoa(n), "-per-conn", strconv.Itoa(perConn), "-change", changeKind, "-skim="+strconv.FormatBool(skimEndpoints))
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe() // closing it stops the child
 	out, _ := cmd.StdoutPipe()
@@ -211,11 +245,17 @@ func measure(n, changes, perConn int) (row, error) {
 	var cpu time.Duration
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	edsOnly0 := edsOnlyPushes(reg)
 	for i := 0; i < changes; i++ {
 		v := uint64(i + 2)
-		c0 := cpuTime()
+		weight := 10 * (i%9 + 1)
+		if changeKind == "endpoints" {
+			weight, endpointBase = 0, endpointBase+1
+		}
+		snap := snapshot(v, weight)
+		c0, k0 := cpuTime(), procCPU(cmd.Process.Pid)
 		t0 := time.Now()
-		if err := s.Apply(snapshot(v, 10*(i%9+1))); err != nil {
+		if err := s.Apply(snap); err != nil {
 			return r, err
 		}
 		if err := s.WaitApplied(ctx, v); err != nil {
@@ -223,16 +263,48 @@ func measure(n, changes, perConn int) (row, error) {
 		}
 		durs = append(durs, time.Since(t0))
 		cpu += cpuTime() - c0
+		r.clientCPU += procCPU(cmd.Process.Pid) - k0
 		time.Sleep(50 * time.Millisecond) // let stragglers settle between changes
 	}
 	runtime.ReadMemStats(&ms1)
+	if got := edsOnlyPushes(reg) - edsOnly0; changeKind == "endpoints" && got != float64(changes) {
+		return r, fmt.Errorf("%v of %d endpoint changes were pushed as EDS alone", got, changes)
+	}
 	slices.Sort(durs)
 	r.median, r.max = durs[len(durs)/2], durs[len(durs)-1]
 	r.cpuPerPush = cpu / time.Duration(changes)
+	r.clientCPU /= time.Duration(changes)
 	r.allocPerPushKB = float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(changes) / 1024
 	r.heapMiB = float64(ms1.HeapInuse) / (1 << 20)
 	r.rssMB = rssMiB()
 	return r, nil
+}
+
+// procCPU returns the user and system CPU time a process has used (from /proc, in
+// clock ticks of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// edsOnlyPushes reads sluice_xds_eds_only_pushes_total.
+func edsOnlyPushes(reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "sluice_xds_eds_only_pushes_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func loadAvg() string {
@@ -271,7 +343,8 @@ func runClients(addr string, n, perConn int) {
 			Node: &corev3.Node{Id: fmt.Sprintf("envoy-%05d", i), Cluster: "bench"},
 			// The fake Envoys still warm clusters and check routes, but skip re-validating
 			// every resource: their CPU is not the control plane's, yet it competes for it.
-			Lenient: true,
+			Lenient:       true,
+			SkimEndpoints: skimEndpoints,
 		})
 		if err != nil {
 			log.Fatal(err)
@@ -292,19 +365,28 @@ func runClients(addr string, n, perConn int) {
 
 func render(rows []row, changes int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Command: `make bench-xds` (`go run ./bench/xds -n %s -changes %d`), measured %s.\n\n",
-		strings.Join(func() []string {
-			var s []string
-			for _, r := range rows {
-				s = append(s, strconv.Itoa(r.n))
-			}
-			return s
-		}(), ","), changes, time.Now().UTC().Format("2006-01-02"))
-	b.WriteString("N simulated Envoys (ADS streams subscribed to LDS/RDS/CDS/EDS, ACKing like Envoy; in a child\n")
-	b.WriteString("process, 100 streams per HTTP/2 connection) on one Sluice. Time = `Apply` of a new canary weight\n")
-	b.WriteString("until `WaitApplied` saw every stream ACK the new RDS version (the weight change travels as RDS\n")
-	b.WriteString("only). CPU and memory are the control plane process's alone. The machine has 2 cores shared with\n")
-	b.WriteString("other work: the load column is the 1-minute load average when the row started.\n\n")
+	var ns []string
+	for _, r := range rows {
+		ns = append(ns, strconv.Itoa(r.n))
+	}
+	if changeKind == "endpoints" {
+		fmt.Fprintf(&b, "Command: `go run ./bench/xds -change endpoints -endpoints %d -n %s -changes %d`, measured %s.\n\n",
+			canarySize, strings.Join(ns, ","), changes, time.Now().UTC().Format("2006-01-02"))
+		b.WriteString("N simulated Envoys (as above) hold a canary cluster of ")
+		fmt.Fprintf(&b, "%d endpoints. Each change replaces one endpoint\n", canarySize)
+		b.WriteString("(one added, one removed, as discovery publishes a replaced pod): time = `Apply` until\n")
+		b.WriteString("`WaitApplied` saw every stream ACK the new EDS. Every change was pushed as EDS alone (the bench\n")
+		b.WriteString("checks `sluice_xds_eds_only_pushes_total`): CDS, LDS and RDS keep their versions. The budget is a\n")
+		b.WriteString("weight change's. The load column is the 1-minute load average when the row started.\n\n")
+	} else {
+		fmt.Fprintf(&b, "Command: `make bench-xds` (`go run ./bench/xds -n %s -changes %d`), measured %s.\n\n",
+			strings.Join(ns, ","), changes, time.Now().UTC().Format("2006-01-02"))
+		b.WriteString("N simulated Envoys (ADS streams subscribed to LDS/RDS/CDS/EDS, ACKing like Envoy; in a child\n")
+		b.WriteString("process, 100 streams per HTTP/2 connection) on one Sluice. Time = `Apply` of a new canary weight\n")
+		b.WriteString("until `WaitApplied` saw every stream ACK the new RDS version (the weight change travels as RDS\n")
+		b.WriteString("only). CPU and memory are the control plane process's alone. The machine has 2 cores shared with\n")
+		b.WriteString("other work: the load column is the 1-minute load average when the row started.\n\n")
+	}
 	b.WriteString("| N | median | max | target | CPU per push | CPU per stream | alloc per push | heap in use | RSS | connect + first ACK | load |\n")
 	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
@@ -316,6 +398,9 @@ func render(rows []row, changes int) string {
 			r.n, r.median.Round(100*time.Microsecond), r.max.Round(100*time.Microsecond), r.target, ok,
 			r.cpuPerPush.Round(100*time.Microsecond), float64(r.cpuPerPush.Microseconds())/float64(r.n),
 			r.allocPerPushKB, r.heapMiB, r.rssMB, r.connect.Round(time.Millisecond), r.load)
+	}
+	if changeKind == "endpoints" {
+		return b.String()
 	}
 	b.WriteString("\nReading it: \"CPU per push\" is the control plane's own cost of one weight change for the\n")
 	b.WriteString("whole fleet (one marshalled RouteConfiguration shared by every node, then per node gRPC\n")
@@ -331,7 +416,10 @@ func writeReadme(path, table string) error {
 	if err != nil {
 		return err
 	}
-	const begin, end = "<!-- xds:begin -->", "<!-- xds:end -->"
+	begin, end := "<!-- xds:begin -->", "<!-- xds:end -->"
+	if changeKind == "endpoints" {
+		begin, end = "<!-- xds-eds:begin -->", "<!-- xds-eds:end -->"
+	}
 	s := string(b)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {

@@ -14,14 +14,27 @@ import (
 )
 
 // TestRouterClusterHealth: the router reports an endpoint of a health-checked cluster as
-// healthy only once its checks had time to fail it — never a dead one, not even in its
-// first moments (it starts out available) — and a backend that comes up late once its
-// checks pass. Without a health check only passive ejection can see a dead endpoint;
-// with one, an ejection (requests failing) is reported but the check decides whether
-// the endpoint is up.
+// healthy once its first probe has passed — run as soon as the table is applied, not an
+// interval later — and never before: a dead one never counts, not even in its first
+// moments, and a live one is pending (not up) until its probe answers. A backend that
+// comes up late counts once its checks pass. Without a health check only passive
+// ejection can see a dead endpoint; with one, an ejection (requests failing) is reported
+// but the check decides whether the endpoint is up.
 func TestRouterClusterHealth(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	gate := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			<-gate
+		}
+	}))
 	defer up.Close()
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}()
 	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/health" {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -29,7 +42,11 @@ func TestRouterClusterHealth(t *testing.T) {
 	}))
 	defer flaky.Close()
 	dead, late := closedAddr(t), closedAddr(t)
-	hc := &model.HealthCheck{Path: "/health", Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond,
+	// Probes a minute apart: only the first, run at once, can have answered in this test
+	// (except for the late backend, checked every 100 ms).
+	hc := &model.HealthCheck{Path: "/health", Interval: time.Minute, Timeout: 30 * time.Second,
+		HealthyThreshold: 3, UnhealthyThreshold: 3}
+	fast := &model.HealthCheck{Path: "/health", Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond,
 		HealthyThreshold: 1, UnhealthyThreshold: 2}
 	rt, err := router.New(router.Options{})
 	if err != nil {
@@ -47,9 +64,8 @@ func TestRouterClusterHealth(t *testing.T) {
 		}
 		return c
 	}
-	applied := time.Now()
 	if err := rt.Apply(&model.Snapshot{Version: 1, Clusters: []model.Cluster{
-		cluster("up", hc, up.Listener.Addr().String(), dead), cluster("dead", hc, dead), cluster("late", hc, late),
+		cluster("up", hc, up.Listener.Addr().String(), dead), cluster("dead", hc, dead), cluster("late", fast, late),
 		cluster("unchecked", nil, dead), cluster("flaky", hc, flaky.Listener.Addr().String())},
 		Listeners: []model.Listener{{Name: "l", Address: "127.0.0.1:0", Routes: []model.Route{
 			{Name: "unchecked", Hosts: []string{"*"}, PathPrefix: "/unchecked", Cluster: "unchecked"},
@@ -69,22 +85,24 @@ func TestRouterClusterHealth(t *testing.T) {
 	if got := health("nope"); got != "0/0 false" {
 		t.Errorf("a cluster the table lacks: %s", got)
 	}
-	// Until the live endpoint counts, the dead ones never do.
-	deadline := time.Now().Add(30 * time.Second)
-	for health("up") != "1/2 true" {
-		if got := health("dead"); got != "0/1 true" {
-			t.Fatalf("%s after the table was applied, a dead endpoint counts: %s", time.Since(applied), got)
-		}
+	// The live endpoint's first probe is held: it is pending, not up.
+	for range 20 {
 		if got := health("up"); got != "0/2 true" {
-			t.Fatalf("up: %s", got)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the live endpoint never counted: %s", health("up"))
+			t.Fatalf("up, its first probe unanswered: %s", got)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if took := time.Since(applied); took < 250*time.Millisecond {
-		t.Errorf("the live endpoint counted after %s, before its checks could have failed a dead one (2 × 100 ms + 50 ms)", took)
+	close(gate)
+	// Until the live endpoint counts, the dead ones never do.
+	deadline := time.Now().Add(30 * time.Second)
+	for health("up") != "1/2 true" || health("flaky") != "1/1 true" {
+		if got := health("dead"); got != "0/1 true" {
+			t.Fatalf("a dead endpoint counts: %s", got)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live endpoints never counted: %s, %s", health("up"), health("flaky"))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if got := health("dead"); got != "0/1 true" {
 		t.Errorf("dead: %s", got)

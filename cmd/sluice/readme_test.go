@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	pmodel "github.com/prometheus/common/model"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -274,6 +275,11 @@ spec:
 	for _, e := range logs.All() {
 		add(e.Message)
 	}
+
+	// What status says of a discovered cluster in trouble.
+	for _, m := range discoveryMessages(t) {
+		add(m)
+	}
 	return msgs
 }
 
@@ -448,7 +454,26 @@ func TestMetricsReferenceSaysWhenEachSeriesAppears(t *testing.T) {
 
 	xdsAddr, _ := freeAddr("")
 	serveFor(t, metricsConfig(listen, filepath.Join(t.TempDir(), "state"), xdsAddr), func(rs *runningServer) {
-		check("with xDS", families(t, rs), func(w string) (bool, bool) { return w == "xDS", false })
+		check("with xDS", families(t, rs), func(w string) (bool, bool) { return w == "xDS", w == "discovery" })
+	})
+
+	// A Cluster discovered through DNS, resolved at start.
+	dnsAddr := fakeDNS(t, func(m *dns.Msg) {
+		if m.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR(m.Question[0].Name + " 5 IN A 127.0.0.1")
+			m.Answer = append(m.Answer, rr)
+		}
+	})
+	discovered := strings.Replace(metricsConfig(listen, filepath.Join(t.TempDir(), "state"), ""),
+		"  stateDir:", "  dns: {servers: ["+dnsAddr+"]}\n  stateDir:", 1) + `---
+apiVersion: sluice.dev/v1alpha1
+kind: Cluster
+metadata: {name: discovered}
+spec:
+  dns: {name: api.test, port: 8080}
+`
+	serveFor(t, discovered, func(rs *runningServer) {
+		check("with discovery", families(t, rs), func(w string) (bool, bool) { return w == "discovery", w == "xDS" })
 	})
 
 	var undocumented []string

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer"
 	"github.com/sluice-mesh/sluice/analyzer/embedded"
 	"github.com/sluice-mesh/sluice/config"
+	"github.com/sluice-mesh/sluice/discovery"
 	"github.com/sluice-mesh/sluice/internal/statedir"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/router"
@@ -248,9 +249,16 @@ func runServe(ctx context.Context, o serveOptions) error {
 		defer xs.Stop()
 	}
 
-	// Every router listener, bound by applying the routing the stored states ask for. Last:
-	// when something else cannot be bound, no client request has reached Sluice yet.
+	// Every router listener, bound by applying the routing the stored states ask for, with
+	// the endpoints discovery found (waited for, up to resolveWait). Last: when something
+	// else cannot be bound, no client request has reached Sluice yet.
 	var rt *router.Router
+	var planes []discovery.DataPlane // what the controller's snapshots go to, through ov
+	var health []analyzer.HealthSource
+	if xs != nil {
+		planes = append(planes, xs)
+		health = append(health, analyzer.HealthSource{Plane: "xds", Reporter: xs})
+	}
 	if len(cfg.Listeners) > 0 {
 		// Sticky-session cookies are signed with keys kept in the state directory, so they
 		// survive restarts (see router.LoadStickyKeys for rotation). The file is created
@@ -271,7 +279,19 @@ func runServe(ctx context.Context, o serveOptions) error {
 				log.Warn("router shutdown", zap.Error(err))
 			}
 		}()
-		if err := rt.Apply(initial); err != nil {
+		planes = append([]discovery.DataPlane{rt}, planes...)
+		health = append([]analyzer.HealthSource{{Plane: "router", Reporter: rt}}, health...)
+	}
+	// Endpoint discovery: the Overlay puts what the Manager finds into every snapshot the
+	// controller publishes, and applies the last one again when a set changes.
+	dlog := log.Named("discovery")
+	ov := discovery.NewOverlay(dlog, planes...)
+	mgr := discovery.NewManager(discovery.Options{Logger: dlog, Registerer: appReg, OnChange: ov.OnChange})
+	defer mgr.Close() // before the data planes shut down: no change reaches them after
+	mgr.Update(cfg)
+	waitResolved(ctx, mgr, dlog)
+	if rt != nil {
+		if err := rt.Apply(ov.Fill(initial)); err != nil {
 			if be := routerBindError(cfg, err); be != nil {
 				return be
 			}
@@ -286,16 +306,6 @@ func runServe(ctx context.Context, o serveOptions) error {
 	}
 
 	// Everything is bound: now the controller may decide (and write state).
-	var planes []analyzer.DataPlane
-	var health []analyzer.HealthSource
-	if rt != nil {
-		planes = append(planes, rt)
-		health = append(health, analyzer.HealthSource{Plane: "router", Reporter: rt})
-	}
-	if xs != nil {
-		planes = append(planes, xs)
-		health = append(health, analyzer.HealthSource{Plane: "xds", Reporter: xs})
-	}
 	store, err := embedded.New(embedded.Options{Gatherer: appReg, Logger: log.Named("embedded")})
 	if err != nil {
 		return fmt.Errorf("embedded metrics: %w", err)
@@ -304,7 +314,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 	go func() { defer wg.Done(); store.Run(ctx) }()
 
 	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
-		DataPlanes: planes, Health: health, StateDir: stateDir, Embedded: store,
+		DataPlanes: []analyzer.DataPlane{ov}, Health: health, Discovery: discoveryReporter{mgr}, StateDir: stateDir, Embedded: store,
 		Judge: analyzer.NewJudgeFactory(appReg)})
 	if err != nil {
 		return fmt.Errorf("analyzer: %w", err)
@@ -319,7 +329,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 	adm.SetRollouts(ctrl)
 	ctrlReady.Store(true)
 
-	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm,
+	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm, discovery: mgr,
 		adminAddr: cfg.ControlPlane.Admin.Address, stateDir: stateDir, stamps: stamps}
 	if o.Started != nil {
 		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: appReg,
@@ -361,6 +371,7 @@ type reloader struct {
 	log       *zap.Logger
 	ctrl      *analyzer.Controller
 	adm       *admin.Server
+	discovery *discovery.Manager // nil in tests
 	adminAddr string
 	stateDir  string
 
@@ -417,6 +428,9 @@ func (r *reloader) reload() error {
 	}
 	if err := r.adm.SetToken(token); err != nil { // config validation makes this unreachable
 		r.log.Error("admin token not changed", zap.Error(err))
+	}
+	if r.discovery != nil {
+		r.discovery.Update(cfg) // sources whose settings did not change keep running
 	}
 	r.log.Info("configuration reloaded", zap.Int("rollouts", len(cfg.Rollouts)))
 	return nil

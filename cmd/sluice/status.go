@@ -214,6 +214,41 @@ func localTime(t, now time.Time) string {
 	return t.Format("2006-01-02 15:04:05 MST")
 }
 
+// discoveryLine is what a discovery source found, in the operator's time zone:
+// "DNS: 3 endpoints, resolved 12:01:05 CEST" or "DNS: SERVFAIL since 12:03:10 CEST,
+// serving 3 endpoints from 12:01:05 CEST" (the API's summary, in local time).
+func discoveryLine(d analyzer.DiscoveryStatus, now time.Time) string {
+	n := func(k int) string {
+		if k == 1 {
+			return "1 endpoint"
+		}
+		return fmt.Sprintf("%d endpoints", k)
+	}
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "?"
+		}
+		return localTime(*t, now)
+	}
+	switch {
+	case d.Error != "" && d.LastSuccess == nil:
+		return fmt.Sprintf("%s: %s since %s, serving nothing discovered yet", d.Source, d.Error, at(d.ErrorSince))
+	case d.Error != "":
+		return fmt.Sprintf("%s: %s since %s, serving %s from %s", d.Source, d.Error, at(d.ErrorSince), n(d.Endpoints), at(d.LastSuccess))
+	case d.LastSuccess == nil:
+		return d.Source + ": waiting for the first answer"
+	}
+	verb := "listed"
+	if d.Source == "DNS" {
+		verb = "resolved"
+	}
+	line := fmt.Sprintf("%s: %s, %s %s", d.Source, n(d.Endpoints), verb, at(d.LastSuccess))
+	if d.Draining > 0 {
+		line += fmt.Sprintf(", %d draining", d.Draining)
+	}
+	return line
+}
+
 // inOrAgo says how far t is from now: "in 4m12s" or "3s ago".
 func inOrAgo(t, now time.Time) string {
 	d := t.Sub(now).Round(time.Second)
@@ -287,6 +322,11 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 			parts = append(parts, part)
 		}
 		fmt.Fprintf(w, "  healthy endpoints: %s\n", strings.Join(parts, " · "))
+		for _, c := range st.Clusters {
+			for _, d := range c.Discovery {
+				fmt.Fprintf(w, "  endpoints of %s from %s\n", c.Name, discoveryLine(d, now))
+			}
+		}
 	}
 	if st.Message != "" && !strings.HasPrefix(st.Waiting, st.Message) {
 		fmt.Fprintf(w, "  %s\n", st.Message)

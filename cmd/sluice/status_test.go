@@ -29,7 +29,10 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 			{Index: 1, Kind: "setWeight", Text: "setWeight 30", State: "current"}, {Index: 2, Kind: "pause", Text: "pause until promoted", State: "pending"}},
 		Clusters: []analyzer.ClusterStatus{
 			{Name: "web-a", Role: "stable", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 1, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}},
-			{Name: "web-b", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 0, Ejected: 1, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}}}},
+			{Name: "web-b", Role: "canary", Planes: analyzer.ClusterHealth{{Plane: "router", Healthy: 0, Ejected: 1, Total: 1}, {Plane: "xds", Healthy: 1, Total: 1}},
+				Discovery: []analyzer.DiscoveryStatus{{Source: "DNS", Target: "web-b.test:80 (A/AAAA)", Endpoints: 3, Error: "SERVFAIL",
+					LastSuccess: ptr(ago(3 * time.Minute)), ErrorSince: ptr(ago(time.Minute))},
+					{Source: "Kubernetes", Target: "prod/web-b", Endpoints: 2, Draining: 1, LastSuccess: ptr(ago(10 * time.Second))}}}},
 		Actions:     []analyzer.CommandKind{analyzer.CmdPromote, analyzer.CmdPromoteFull, analyzer.CmdAbort},
 		ReloadError: &analyzer.ReloadError{Message: "reload refused: the configuration does not validate; the running configuration stays", Diagnostics: []string{"c.yaml:12: spec.endpoints: required"}, At: ago(30 * time.Second)},
 		Events:      []analyzer.Event{{Type: analyzer.EventHealthChanged, Message: "canary web-b: 0/1 healthy endpoints in router (was 1/1)", Time: ago(20 * time.Second)}},
@@ -49,6 +52,8 @@ func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 		"      c.yaml:12: spec.endpoints: required",
 		"steps: ✔ 0 pause 10s │ ▶ 1 setWeight 30 │ · 2 pause until promoted",
 		"healthy endpoints: web-a (stable) 1/1 router 1/1 xds · web-b (canary) 0/1 router (1 ejected) 1/1 xds",
+		"endpoints of web-b from DNS: SERVFAIL since " + loc(ago(time.Minute)) + ", serving 3 endpoints from " + loc(ago(3*time.Minute)),
+		"endpoints of web-b from Kubernetes: 2 endpoints, listed " + loc(ago(10*time.Second)) + ", 1 draining",
 		"waiting for: waiting for healthy canary endpoints: 0/1 (router); the rollout aborts if none is healthy by the deadline (deadline " + loc(deadline) + ", in 9m0s)",
 		"you can: promote, promote --full, abort",
 		loc(st.Events[0].Time) + "  healthChanged  canary web-b: 0/1 healthy endpoints in router (was 1/1)",
@@ -121,3 +126,5 @@ func TestStatusShowsRefusedReload(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

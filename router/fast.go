@@ -271,7 +271,9 @@ func (fc *fastConn) serve() {
 			return
 		}
 		if !keep {
-			fc.bw.Flush()
+			if fc.bw.Flush() == nil {
+				fc.lingerClose()
+			}
 			return
 		}
 		if fc.br.Buffered() == 0 {
@@ -280,6 +282,27 @@ func (fc *fastConn) serve() {
 			}
 		}
 	}
+}
+
+// lingerTime bounds how long lingerClose reads what a client still sends after the last
+// response; lingerBytes how much it reads (nginx: lingering_close, lingering_time).
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 256 << 10
+)
+
+// lingerClose ends a connection whose last response was written while the client may
+// still be sending (a refused head, a body not read): closing at once would answer the
+// client's next bytes with a reset, which destroys the response still in flight to it.
+// So it sends FIN first, then reads and discards until the client closes, lingerTime
+// passes or lingerBytes were read, as nginx's lingering close does; the caller closes.
+func (fc *fastConn) lingerClose() {
+	cw, ok := fc.c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	fc.c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.CopyN(io.Discard, fc.c, lingerBytes)
 }
 
 // listener returns the current table's listener of this connection (nil: removed).

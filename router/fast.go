@@ -285,24 +285,22 @@ func (fc *fastConn) serve() {
 }
 
 // lingerTime bounds how long lingerClose reads what a client still sends after the last
-// response; lingerBytes how much it reads (nginx: lingering_close, lingering_time).
-const (
-	lingerTime  = 2 * time.Second
-	lingerBytes = 256 << 10
-)
+// response (nginx: lingering_close, lingering_time).
+const lingerTime = 2 * time.Second
 
 // lingerClose ends a connection whose last response was written while the client may
 // still be sending (a refused head, a body not read): closing at once would answer the
-// client's next bytes with a reset, which destroys the response still in flight to it.
-// So it sends FIN first, then reads and discards until the client closes, lingerTime
-// passes or lingerBytes were read, as nginx's lingering close does; the caller closes.
+// client's next bytes with a reset: a client still writing (a large head or body) then
+// fails on its write and never reads the response. So it sends FIN first, then reads and
+// discards until the client closes or lingerTime passes, as nginx's lingering close
+// does; the caller closes.
 func (fc *fastConn) lingerClose() {
 	cw, ok := fc.c.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
 	fc.c.SetReadDeadline(time.Now().Add(lingerTime))
-	io.CopyN(io.Discard, fc.c, lingerBytes)
+	io.Copy(io.Discard, fc.c)
 }
 
 // listener returns the current table's listener of this connection (nil: removed).

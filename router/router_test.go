@@ -832,3 +832,33 @@ func TestListenerLimits(t *testing.T) {
 		t.Fatalf("idle connection closed after %v, want ~100ms", took)
 	}
 }
+
+// TestRefusalSurvivesAClientStillSending: after refusing a head (431 here) the router
+// half-closes and reads what the client still sends for a while, so a client that is
+// still writing a large head or body gets no reset: its writes go on succeeding, and it
+// reads the refusal and then EOF. Closing at once would reset the connection, fail the
+// client's next write and, with many clients (Go's among them), lose the answer (nginx's
+// lingering close and net/http's closeWriteAndWait exist for this).
+func TestRefusalSurvivesAClientStillSending(t *testing.T) {
+	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
+	addr := freeAddr(t)
+	s := twoClusters(addr, stable, canary, 0)
+	s.Listeners[0].Limits = model.Limits{MaxHeaderBytes: 4096}
+	startRouter(t, s, Options{})
+	conn, br := rawConn(t, addr)
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s", strings.Repeat("a", 8<<10))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("%v %v, want 431", resp, err)
+	}
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("after the refusal: %v, want EOF (the router's FIN)", err)
+	}
+	chunk := []byte(strings.Repeat("a", 4<<10))
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if _, err := conn.Write(chunk); err != nil {
+			t.Fatalf("the client's write after the refusal failed: %v (the router reset the connection instead of lingering)", err)
+		}
+	}
+}

@@ -119,24 +119,42 @@ func TestUpstreamFailuresAre502(t *testing.T) {
 			return resp.StatusCode, string(b)
 		}
 		be.setMode(rawCloseIdle) // every pooled connection is stale when used again
+		// The fast path checks a pooled connection for the upstream's close before a POST
+		// goes on it. net/http's Transport (the fallback front end) notices that close in
+		// its own goroutine: a POST may win that race and go on the closed connection,
+		// which is then a 502 counted against the upstream (as with nginx's keepalive
+		// pool), never a 499. A GET is sent again on a fresh connection on both paths.
+		racy := 0.0
 		for i := 0; i < 4; i++ {
 			for _, m := range []string{"GET", "POST"} {
 				be.waitFor(t, "no connection open", func(b *rawBackend) bool { return b.open == 0 })
-				if st, body := send(m); st != 200 || body != "stable "+m+" /"+strings.ToLower(m) {
+				st, body := send(m)
+				if st == http.StatusBadGateway && m == "POST" && opts.DisableFastPath {
+					racy++
+					continue
+				}
+				if st != 200 || body != "stable "+m+" /"+strings.ToLower(m) {
 					t.Fatalf("%s %d on a stale connection: %d %q", m, i, st, body)
 				}
 			}
 		}
-		if got := metricSum(t, reg, "http_errors_total", nil); got != 0 {
-			t.Fatalf("stale connections cost %v errors", got)
+		if got := metricSum(t, reg, "http_errors_total", nil); got != racy {
+			t.Fatalf("stale connections cost %v errors (%v POSTs lost the race with net/http's Transport)", got, racy)
+		}
+		if racy > 0 {
+			t.Logf("%v of 4 POSTs went on a connection net/http's Transport had not yet seen closed: 502", racy)
 		}
 		be.setMode(rawHangUp)
 		for _, m := range []string{"GET", "POST"} {
 			if st, _ := send(m); st != http.StatusBadGateway {
 				t.Fatalf("%s to an upstream that hangs up: %d, want 502", m, st)
 			}
-			if got := metricSum(t, reg, "http_errors_total", map[string]string{"method": m, "status_code": "502"}); got != 1 {
-				t.Fatalf("%s: http_errors_total{502} %v, want 1", m, got)
+			want := 1.0
+			if m == "POST" {
+				want += racy
+			}
+			if got := metricSum(t, reg, "http_errors_total", map[string]string{"method": m, "status_code": "502"}); got != want {
+				t.Fatalf("%s: http_errors_total{502} %v, want %v", m, got, want)
 			}
 		}
 		if got := metricSum(t, reg, "http_requests_total", map[string]string{"status_code": "499"}); got != 0 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -52,6 +53,12 @@ type Outcome struct {
 	// Leader is the ID of the replica that decided; At when.
 	Leader string    `json:"leader"`
 	At     time.Time `json:"at"`
+	// Changed is true when the command changed its rollout's state: the outcome was
+	// written together with that state (Term.Save), at Revision.
+	Changed bool `json:"changed,omitempty"`
+	// Revision is the etcd revision at which the outcome was written (set by
+	// WaitOutcome and Do); with Changed, the revision of the state the command caused.
+	Revision int64 `json:"-"`
 }
 
 func validAction(a string) bool {
@@ -128,7 +135,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut {
 					cancel()
-					return decodeOutcome(ev.Kv.Value)
+					return decodeOutcome(ev.Kv)
 				}
 			}
 		}
@@ -145,7 +152,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 			continue
 		}
 		if len(resp.Kvs) > 0 {
-			return decodeOutcome(resp.Kvs[0].Value)
+			return decodeOutcome(resp.Kvs[0])
 		}
 		from = resp.Header.Revision + 1
 	}
@@ -161,7 +168,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 	}
 	resp, err := r.cli.Get(cctx, k)
 	if err == nil && len(resp.Kvs) > 0 {
-		return decodeOutcome(resp.Kvs[0].Value)
+		return decodeOutcome(resp.Kvs[0])
 	}
 	return Outcome{}, fmt.Errorf("ha: the leader took the command but its outcome is gone (the leader died since): check the rollout's status")
 }
@@ -175,11 +182,12 @@ func (r *Replica) Do(ctx context.Context, c Command) (Outcome, error) {
 	return r.WaitOutcome(ctx, c)
 }
 
-func decodeOutcome(b []byte) (Outcome, error) {
+func decodeOutcome(kv *mvccpb.KeyValue) (Outcome, error) {
 	var o Outcome
-	if err := json.Unmarshal(b, &o); err != nil {
+	if err := json.Unmarshal(kv.Value, &o); err != nil {
 		return o, fmt.Errorf("ha: unreadable outcome: %w", err)
 	}
+	o.Revision = kv.ModRevision
 	return o, nil
 }
 

@@ -189,13 +189,29 @@ func (t *Term) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op)
 // includes every state any earlier leader saved. Call it when a term begins, before
 // deciding anything. It returns the revision it read at.
 func (t *Term) Load(ctx context.Context) (map[string][]byte, int64, error) {
-	resp, err := t.txn(ctx, nil, clientv3.OpGet(t.r.key(statesDir, ""), clientv3.WithPrefix()))
+	states, rev, err := t.LoadStates(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string][]byte{}
+	out := make(map[string][]byte, len(states))
+	for k, s := range states {
+		out[k] = s.State
+	}
+	return out, rev, nil
+}
+
+// LoadStates is Load with each state's own revision (the revision of its last write,
+// which is what replicas report in ReportApplied once they serve it).
+func (t *Term) LoadStates(ctx context.Context) (map[string]StateChange, int64, error) {
+	dir := t.r.key(statesDir, "")
+	resp, err := t.txn(ctx, nil, clientv3.OpGet(dir, clientv3.WithPrefix()))
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string]StateChange{}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		out[string(kv.Key[len(t.r.key(statesDir, "")):])] = kv.Value
+		name := string(kv.Key[len(dir):])
+		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
 	}
 	return out, resp.Header.Revision, nil
 }
@@ -209,6 +225,10 @@ func (t *Term) Load(ctx context.Context) (map[string][]byte, int64, error) {
 func (t *Term) Save(ctx context.Context, rollout string, state []byte, done ...Outcome) (int64, error) {
 	if rollout == "" || len(state) == 0 {
 		return 0, errors.New("ha: Save needs a rollout name and a state")
+	}
+	done = append([]Outcome(nil), done...)
+	for i := range done {
+		done[i].Changed = true
 	}
 	cmps, ops := t.completions(done)
 	ops = append(ops, clientv3.OpPut(t.r.key(statesDir, rollout), string(state)))

@@ -22,14 +22,28 @@ type StateChange struct {
 // States reads every rollout state (a linearizable read: it sees every committed write)
 // and the revision it read at.
 func (r *Replica) States(ctx context.Context) (map[string][]byte, int64, error) {
+	states, rev, err := r.ReadStates(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string][]byte, len(states))
+	for k, s := range states {
+		out[k] = s.State
+	}
+	return out, rev, nil
+}
+
+// ReadStates is States with each state's own revision (of its last write).
+func (r *Replica) ReadStates(ctx context.Context) (map[string]StateChange, int64, error) {
 	dir := r.key(statesDir, "")
 	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string][]byte{}
+	out := map[string]StateChange{}
 	for _, kv := range resp.Kvs {
-		out[string(kv.Key[len(dir):])] = kv.Value
+		name := string(kv.Key[len(dir):])
+		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
 	}
 	return out, resp.Header.Revision, nil
 }

@@ -1,20 +1,21 @@
 // Command ha measures Sluice's replicated control plane end to end: three real
 // `sluice serve` replicas on a real three-member etcd (Debian's etcd-server), all on
-// this machine.
+// this machine. It measures two things:
 //
 //   - Failover: the leading replica is kill -9'ed while a rollout analyses (a metric
 //     every 200 ms); the time runs from the kill until another replica claims the
 //     leadership in etcd, and until that new leader's first decision is committed (the
 //     first rollout state written after its claim). A replacement replica joins before
 //     the next kill.
-//
 //   - Fan-out: each replica serves N simulated Envoys (bench/xds's fleet, one child
 //     process per replica); an operator's promote, given to a follower, changes the
 //     canary weight; the time runs from the commit of the new weight in etcd until the
 //     leader commits actualWeight = that weight, which it does once every replica's router
 //     and every one of its Envoys has ACKed it (3 × N proxies).
 //
-//     go run ./bench/ha -ttl 2s,5s -kills 20 -n 100,1000 -readme bench/README.md
+// Run it as make bench-ha does:
+//
+//	go run ./bench/ha -ttl 2s,5s -kills 20 -n 100,1000 -readme bench/README.md
 package main
 
 import (

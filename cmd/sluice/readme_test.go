@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluice-mesh/sluice/analyzer"
+	"github.com/sluice-mesh/sluice/ha"
+	"github.com/sluice-mesh/sluice/internal/testenv"
 	"github.com/sluice-mesh/sluice/internal/statedir"
 )
 
@@ -200,7 +202,8 @@ spec:
 	_, _, errs = runCLI("promote", "backend-api", "--admin", url)
 	add(errs)
 	f, url := startAdmin(t, "")
-	for _, e := range []error{analyzer.ErrIsAborted, analyzer.ErrInProgress, analyzer.ErrNotAborted, analyzer.ErrIsCompleted} {
+	for _, e := range []error{analyzer.ErrIsAborted, analyzer.ErrInProgress, analyzer.ErrNotAborted, analyzer.ErrIsCompleted,
+		&analyzer.ReplicationError{Rollout: "backend-api", Err: ha.ErrNoOutcome}} {
 		f.err = e
 		_, _, errs = runCLI("promote", "backend-api", "--admin", url)
 		add(errs)
@@ -215,7 +218,9 @@ spec:
 	for _, e := range logs.All() {
 		add(e.Message)
 	}
-	return msgs
+
+	// Several replicas on etcd (readme_ha_test.go).
+	return append(msgs, haTroubleshootingMessages(t)...)
 }
 
 // TestTroubleshootingQuotesRealMessages: every message the troubleshooting table quotes is
@@ -383,6 +388,15 @@ func TestMetricsReferenceSaysWhenEachSeriesAppears(t *testing.T) {
 	xdsAddr, _ := freeAddr("")
 	serveFor(t, metricsConfig(listen, filepath.Join(t.TempDir(), "state"), xdsAddr), func(rs *runningServer) {
 		check("with xDS", families(t, rs), func(w string) (bool, bool) { return w == "xDS", false })
+	})
+
+	// With store.etcd (readme_ha_test.go): the sluice_ha_* series, from the start.
+	t.Run("store.etcd", func(t *testing.T) {
+		etcd := testenv.StartEtcd(t)
+		serveFor(t, withEtcd(metricsConfig(listen, filepath.Join(t.TempDir(), "state"), ""), etcd.Endpoints()), func(rs *runningServer) {
+			waitUntil(t, "the first tick", func() bool { return families(t, rs)["sluice_rollout_phase"] })
+			check("with store.etcd", families(t, rs), func(w string) (bool, bool) { return w == "start" || w == "etcd", w == "xDS" })
+		})
 	})
 
 	var undocumented []string

@@ -16,8 +16,8 @@ import (
 
 	"github.com/sluice-mesh/sluice/analyzer"
 	"github.com/sluice-mesh/sluice/ha"
-	"github.com/sluice-mesh/sluice/internal/testenv"
 	"github.com/sluice-mesh/sluice/internal/statedir"
+	"github.com/sluice-mesh/sluice/internal/testenv"
 )
 
 // readmeSection returns README.md's section under the heading line "## title", up to the

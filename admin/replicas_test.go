@@ -84,7 +84,7 @@ func TestWebViewShowsReplicas(t *testing.T) {
 				{"id": "node2/10.0.0.2:9900", "admin": "10.0.0.2:9900", "appliedWeights": map[string]int{"checkout": 20},
 					"configDigest": "aaaa", "lastSeen": now},
 				{"id": "node3/10.0.0.3:9900", "admin": "10.0.0.3:9900", "appliedWeights": map[string]int{"checkout": 10},
-					"refused": map[string]any{"checkout": map[string]any{"revision": 9, "error": "NACK: no such cluster"}},
+					"refused":      map[string]any{"checkout": map[string]any{"revision": 9, "error": "NACK: no such cluster"}},
 					"configDigest": "bbbb", "lastSeen": now},
 			}}
 	})

@@ -3,7 +3,12 @@
 // status, /metrics, /healthz, /readyz, server-sent events, and an embedded web view.
 //
 // Mutating calls are guarded by a bearer token when one is configured; New refuses an
-// address off loopback without a token. Errors are JSON {"error": "..."}.
+// address off loopback without a token. Against cross-site requests from a browser
+// (CSRF) and DNS rebinding, which a token-less loopback API would otherwise be open to:
+// mutating calls must send Content-Type: application/json and, when they carry Origin or
+// Sec-Fetch-Site, come from the same origin; on a loopback address every request's Host
+// must be a loopback name or address; no page may frame the web view. Event streams are
+// capped (Options.MaxEventStreams). Errors are JSON {"error": "..."}.
 package admin
 
 import (
@@ -13,11 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,15 +75,22 @@ type Options struct {
 	Ready []ReadyFunc
 	// EventInterval is how often /api/v1/events checks for changes (default 1s).
 	EventInterval time.Duration
-	Logger        *zap.Logger
+	// MaxEventStreams caps concurrent /api/v1/events clients (default 32); more are
+	// answered 503.
+	MaxEventStreams int
+	Logger          *zap.Logger
 }
 
 // Server is the admin HTTP server.
 type Server struct {
-	opts    Options
-	log     *zap.Logger
-	mux     *http.ServeMux
-	refused prometheus.Counter
+	opts      Options
+	log       *zap.Logger
+	mux       *http.ServeMux
+	handler   http.Handler // mux behind the host check and security headers
+	refused   prometheus.Counter
+	forbidden *prometheus.CounterVec
+	loopback  bool         // bound to loopback: Host must be a loopback name or address
+	streams   atomic.Int32 // open event streams
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -130,18 +146,29 @@ func New(opts Options) (*Server, error) {
 	if opts.EventInterval <= 0 {
 		opts.EventInterval = time.Second
 	}
-	s := &Server{opts: opts, log: opts.Logger, rollouts: opts.Rollouts, ready: opts.Ready, stop: make(chan struct{})}
+	if opts.MaxEventStreams <= 0 {
+		opts.MaxEventStreams = 32
+	}
+	s := &Server{opts: opts, log: opts.Logger, rollouts: opts.Rollouts, ready: opts.Ready, stop: make(chan struct{}),
+		loopback: IsLoopback(opts.Address)}
 	s.refused = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sluice_admin_refused_total",
 		Help: "Mutating admin API calls refused for a missing or wrong bearer token.",
 	})
+	s.forbidden = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_admin_forbidden_total",
+		Help: "Admin requests refused as cross-site or DNS rebinding (reason host, origin, content_type) or over the event-stream cap (event_streams).",
+	}, []string{"reason"})
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(s.refused); err != nil {
-			return nil, fmt.Errorf("admin: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.refused, s.forbidden} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("admin: register metrics: %w", err)
+			}
 		}
 	}
 	s.mux = http.NewServeMux()
 	s.routes()
+	s.handler = s.guard(s.mux)
 	return s, nil
 }
 
@@ -184,7 +211,70 @@ func (s *Server) controller() Rollouts {
 }
 
 // Handler returns the server's HTTP handler (for tests and embedding).
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// guard sets the security headers of every response and, on a loopback address, refuses
+// a Host that is not a loopback name or address: a page on another site whose name was
+// re-pointed at 127.0.0.1 (DNS rebinding) still sends its own name.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		if s.loopback && !loopbackHost(r.Host) {
+			s.forbid(w, r, "host", fmt.Sprintf("Host %q is not a loopback name or address: this admin API listens on loopback and answers only to localhost, 127.0.0.1 or [::1]", r.Host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host value names this machine's loopback: "localhost",
+// a name under .localhost (RFC 6761), or a loopback address; with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// sameOrigin checks a mutating call: a JSON body (a cross-site HTML form cannot send
+// one without a CORS preflight, which this server never grants), and, when the browser
+// says where the request comes from (Origin, Sec-Fetch-Site), the same origin. A
+// request with neither header (curl, the CLI) passes. It answers and returns false when
+// the call is refused.
+func (s *Server) sameOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		s.forbid(w, r, "origin", "cross-site request refused (Sec-Fetch-Site: "+site+")")
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || o == "null" || !strings.EqualFold(u.Host, r.Host) || u.Scheme != "http" && u.Scheme != "https" {
+			s.forbid(w, r, "origin", "cross-origin request refused (Origin: "+o+")")
+			return false
+		}
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		s.forbidden.WithLabelValues("content_type").Inc()
+		writeError(w, http.StatusUnsupportedMediaType, "send Content-Type: application/json (and a JSON body, {} for none)")
+		return false
+	}
+	return true
+}
+
+func (s *Server) forbid(w http.ResponseWriter, r *http.Request, reason, msg string) {
+	s.forbidden.WithLabelValues(reason).Inc()
+	s.log.Warn("admin request refused", zap.String("reason", reason), zap.String("method", r.Method),
+		zap.String("path", r.URL.Path), zap.String("host", r.Host), zap.String("remote", r.RemoteAddr))
+	writeError(w, http.StatusForbidden, msg)
+}
 
 // Start binds the address and serves in the background until Shutdown.
 func (s *Server) Start() error {
@@ -192,7 +282,8 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin: listen %s: %w", s.opts.Address, err)
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second,
+		MaxHeaderBytes: 64 << 10}
 	done := make(chan struct{})
 	s.mu.Lock()
 	s.ln, s.srv, s.done = ln, srv, done
@@ -322,6 +413,9 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 	case "start", "promote", "abort", "retry":
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q: want start, promote, abort or retry", action))
+		return
+	}
+	if !s.sameOrigin(w, r) {
 		return
 	}
 	if !s.authorized(r) {

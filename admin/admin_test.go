@@ -123,6 +123,9 @@ func do(t *testing.T, method, url, token, body string) (int, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -254,6 +257,7 @@ func TestActionsWithToken(t *testing.T) {
 	// A lower-case scheme is accepted too (RFC 9110: case-insensitive).
 	req, _ := http.NewRequest("POST", ts.URL+"/api/v1/rollouts/api/retry", nil)
 	req.Header.Set("Authorization", "bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +354,7 @@ func TestHealthReadyAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/readyz", nil))
 	if rec.Code != 503 {
 		t.Fatalf("readyz before Start: %d", rec.Code)
 	}

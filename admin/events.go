@@ -14,13 +14,22 @@ import (
 const heartbeatEvery = 15 * time.Second
 
 // handleEvents streams server-sent events: a "rollouts" event carrying the JSON list of
-// every rollout's status, sent at once and then whenever it changes.
+// every rollout's status, sent at once and then whenever it changes. At most
+// Options.MaxEventStreams run at once; more are answered 503.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming not supported")
 		return
 	}
+	if n := s.streams.Add(1); int(n) > s.opts.MaxEventStreams {
+		s.streams.Add(-1)
+		s.forbidden.WithLabelValues("event_streams").Inc()
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many event streams open (%d): close one, or poll /api/v1/rollouts", s.opts.MaxEventStreams))
+		return
+	}
+	defer s.streams.Add(-1)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")

@@ -39,7 +39,7 @@ var brokenCases = []brokenCase{
 		"sluice.yaml:100: spec.metrics[0].interval: the string \"30 seconds\" is not a duration; write seconds (30) or a number with a unit (30s, 5m, 1h)",
 	}},
 	{name: "no endpoints", old: "    - address: 127.0.0.1:9001\n", new: "", want: []string{
-		"sluice.yaml:18: spec.endpoints is required: list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}]",
+		"sluice.yaml:18: spec.endpoints is required: list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}], or discover them with dns or kubernetes",
 	}},
 	{name: "bad address", old: "address: 127.0.0.1:9001", new: "address: 127.0.0.1", want: []string{
 		"sluice.yaml:20: spec.endpoints[0].address: \"127.0.0.1\" is not host:port; write e.g. 127.0.0.1:8080",

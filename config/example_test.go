@@ -30,14 +30,15 @@ func TestExampleConfig(t *testing.T) {
 	}
 	st := cfg.Cluster("backend-api-stable")
 	want := model.Cluster{
-		Name:           "backend-api-stable",
-		Endpoints:      []model.Endpoint{{Address: "127.0.0.1:9001", Weight: 1}},
-		Protocol:       model.ProtocolHTTP1,
-		HealthCheck:    &model.HealthCheck{Path: "/healthz", Interval: 5 * time.Second, Timeout: time.Second, HealthyThreshold: 2, UnhealthyThreshold: 3},
-		Warmup:         10 * time.Second,
-		ConnectTimeout: time.Second,
-		Outlier:        model.OutlierDetection{ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second},
-		Pos:            model.Pos{File: "../examples/sluice.yaml", Line: 17},
+		Name:                  "backend-api-stable",
+		Endpoints:             []model.Endpoint{{Address: "127.0.0.1:9001", Weight: 1}},
+		Protocol:              model.ProtocolHTTP1,
+		HealthCheck:           &model.HealthCheck{Path: "/healthz", Interval: 5 * time.Second, Timeout: time.Second, HealthyThreshold: 2, UnhealthyThreshold: 3},
+		Warmup:                10 * time.Second,
+		ConnectTimeout:        time.Second,
+		ResponseHeaderTimeout: time.Minute,
+		Outlier:               model.OutlierDetection{ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second},
+		Pos:                   model.Pos{File: "../examples/sluice.yaml", Line: 17},
 	}
 	if d := cmp.Diff(want, *st); d != "" {
 		t.Errorf("stable cluster (-want +got):\n%s", d)

@@ -16,7 +16,7 @@ func ptr[T any](v T) *T { return &v }
 
 func TestFeatures(t *testing.T) {
 	cfg, ds := Load("testdata/features.yaml")
-	if len(ds) != 1 || cfg == nil || ds[0].String() != "testdata/features.yaml:64: warning: spec.template is ignored: Sluice runs no pods; only its hash is used, as the rollout's revision" {
+	if len(ds) != 1 || cfg == nil || ds[0].String() != "testdata/features.yaml:65: warning: spec.template is ignored: Sluice runs no pods; only its hash is used, as the rollout's revision" {
 		t.Fatalf("diagnostics:\n%s", ds)
 	}
 	ignorePos := cmpopts.IgnoreTypes(model.Pos{})
@@ -33,8 +33,9 @@ func TestFeatures(t *testing.T) {
 	}
 	wantBlue := model.Cluster{
 		Name: "blue", Endpoints: []model.Endpoint{{Address: "127.0.0.1:7001", Weight: 3}, {Address: "[::1]:7002", Weight: 1}},
-		Protocol: model.ProtocolH2C, ConnectTimeout: 250 * time.Millisecond, RequestTimeout: 5 * time.Second,
-		Outlier: model.OutlierDetection{ConsecutiveFailures: 0, BaseEjectionTime: 30 * time.Second},
+		Protocol: model.ProtocolH2C, Warmup: DefaultWarmup, ConnectTimeout: 250 * time.Millisecond, RequestTimeout: 5 * time.Second,
+		ResponseHeaderTimeout: 3 * time.Second,
+		Outlier:               model.OutlierDetection{ConsecutiveFailures: 0, BaseEjectionTime: 30 * time.Second},
 	}
 	if d := cmp.Diff(wantBlue, *cfg.Cluster("blue"), ignorePos); d != "" {
 		t.Errorf("cluster blue (-want +got):\n%s", d)
@@ -53,7 +54,8 @@ func TestFeatures(t *testing.T) {
 			TrustedSources: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		},
 		StickySessions: &model.StickySessions{Cookie: "sluice-edge", MaxAge: 24 * time.Hour},
-		Limits:         model.Limits{MaxHeaderBytes: 8192, IdleTimeout: 30 * time.Second, ReadTimeout: 2 * time.Second},
+		Limits: model.Limits{MaxHeaderBytes: 8192, IdleTimeout: 30 * time.Second, ReadTimeout: 2 * time.Second,
+			BodyTimeout: 5 * time.Second, SendTimeout: 7 * time.Second},
 	}
 	if d := cmp.Diff(wantEdge, *cfg.Listener("edge"), ignorePos, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
 		t.Errorf("listener (-want +got):\n%s", d)

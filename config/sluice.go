@@ -31,6 +31,9 @@ const (
 	DefaultMaxHeaderBytes        = 64 << 10
 	DefaultIdleTimeout           = 120 * time.Second
 	DefaultReadTimeout           = 10 * time.Second
+	DefaultBodyTimeout           = 60 * time.Second
+	DefaultSendTimeout           = 60 * time.Second
+	DefaultResponseHeaderTimeout = 60 * time.Second
 	DefaultStickyMaxAge          = 24 * time.Hour
 	DefaultWebhookTimeout        = 5 * time.Second
 	DefaultWebhookRetries        = 3
@@ -124,16 +127,19 @@ func (d *dec) strField(o *obj, field string) string {
 
 func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 	c := model.Cluster{
-		Name:           name,
-		Protocol:       model.ProtocolHTTP1,
-		ConnectTimeout: DefaultConnectTimeout,
-		Outlier:        model.OutlierDetection{ConsecutiveFailures: DefaultConsecutiveFailures, BaseEjectionTime: DefaultBaseEjectionTime},
-		Pos:            pos,
+		Name:                  name,
+		Protocol:              model.ProtocolHTTP1,
+		ConnectTimeout:        DefaultConnectTimeout,
+		ResponseHeaderTimeout: DefaultResponseHeaderTimeout,
+		Outlier:               model.OutlierDetection{ConsecutiveFailures: DefaultConsecutiveFailures, BaseEjectionTime: DefaultBaseEjectionTime},
+		Pos:                   pos,
 	}
+	d.discovery(spec, &c)
+	discovered := !isNull(d.resolve(spec.get("dns"))) || !isNull(d.resolve(spec.get("kubernetes")))
 	eps := spec.get("endpoints")
-	if eps == nil || len(d.list(eps, spec.sub("endpoints"))) == 0 {
+	if !discovered && (eps == nil || len(d.list(eps, spec.sub("endpoints"))) == 0) {
 		if eps == nil || isNull(eps) {
-			spec.require("endpoints", "list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}]")
+			spec.require("endpoints", "list the addresses, e.g. endpoints: [{address: 127.0.0.1:9001}], or discover them with dns or kubernetes")
 		} else if d.resolve(eps) != nil && d.resolve(eps).Kind == yaml.SequenceNode {
 			d.errf(eps, CodeSchema, "%s: list at least one endpoint", spec.sub("endpoints"))
 		}
@@ -187,12 +193,13 @@ func (l *loader) cluster(d *dec, name string, pos model.Pos, spec *obj) {
 		hc.end()
 		c.HealthCheck = h
 	}
-	c.Warmup = d.dur(spec, "warmup", 0)
+	c.Warmup = d.dur(spec, "warmup", DefaultWarmup)
 	c.ConnectTimeout = d.dur(spec, "connectTimeout", DefaultConnectTimeout)
 	if c.ConnectTimeout == 0 {
 		d.errf(spec.key("connectTimeout"), CodeValue, "%s: must be more than 0", spec.sub("connectTimeout"))
 	}
 	c.RequestTimeout = d.dur(spec, "requestTimeout", 0)
+	c.ResponseHeaderTimeout = d.dur(spec, "responseHeaderTimeout", DefaultResponseHeaderTimeout)
 	if od := spec.obj("outlierDetection"); od.present() {
 		c.Outlier.ConsecutiveFailures = d.nonNegative(od, "consecutiveFailures", DefaultConsecutiveFailures)
 		c.Outlier.BaseEjectionTime = d.dur(od, "baseEjectionTime", DefaultBaseEjectionTime)
@@ -352,11 +359,14 @@ func (l *loader) listener(d *dec, name string, pos model.Pos, spec *obj) {
 		ss.end()
 		ln.StickySessions = s
 	}
-	ln.Limits = model.Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout}
+	ln.Limits = model.Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout,
+		BodyTimeout: DefaultBodyTimeout, SendTimeout: DefaultSendTimeout}
 	if lo := spec.obj("limits"); lo.present() {
 		ln.Limits.MaxHeaderBytes = d.positive(lo, "maxHeaderBytes", DefaultMaxHeaderBytes)
 		ln.Limits.IdleTimeout = d.dur(lo, "idleTimeout", DefaultIdleTimeout)
 		ln.Limits.ReadTimeout = d.dur(lo, "readTimeout", DefaultReadTimeout)
+		ln.Limits.BodyTimeout = d.dur(lo, "bodyTimeout", DefaultBodyTimeout)
+		ln.Limits.SendTimeout = d.dur(lo, "sendTimeout", DefaultSendTimeout)
 		lo.end()
 	}
 	spec.end()
@@ -439,6 +449,7 @@ func (l *loader) controlPlane(d *dec, name string, pos model.Pos, spec *obj) {
 		d.warnf(spec.key("stateDir"), CodeIgnored, "%s is ignored: with store.etcd, rollout state lives in etcd", spec.sub("stateDir"))
 	}
 	cp.MinRequests = d.nonNegative(spec, "minRequests", DefaultMinRequests)
+	d.controlPlaneDiscovery(spec, &cp)
 	for i, wn := range d.list(spec.get("webhooks"), spec.sub("webhooks")) {
 		wo := d.object(wn, wn, spec.sub("webhooks")+"["+strconv.Itoa(i)+"]")
 		w := model.Webhook{Timeout: d.dur(wo, "timeout", DefaultWebhookTimeout), Retries: d.nonNegative(wo, "retries", DefaultWebhookRetries)}

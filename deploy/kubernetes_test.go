@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -55,6 +56,12 @@ func newObject(apiVersion, kind string) (any, *metav1.ObjectMeta) {
 		return o, &o.ObjectMeta
 	case "apps/v1/Deployment":
 		o := &appsv1.Deployment{}
+		return o, &o.ObjectMeta
+	case "rbac.authorization.k8s.io/v1/Role":
+		o := &rbacv1.Role{}
+		return o, &o.ObjectMeta
+	case "rbac.authorization.k8s.io/v1/RoleBinding":
+		o := &rbacv1.RoleBinding{}
 		return o, &o.ObjectMeta
 	}
 	return nil, nil
@@ -137,6 +144,9 @@ func TestStrictDecoderRefusesUnknownFields(t *testing.T) {
 		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\ndata: {c: d}\n",
 		"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  template:\n    spec:\n      containers: [{name: a, resources: {requests: {cpu: lots}}}]\n",
 		"apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n",
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: x}\nrules: [{apiGroups: [\"\"], resource: [pods], verbs: [get]}]\n",
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: x}\nroleRef: {kind: Role, name: x}\nsubjects: [{kind: ServiceAccount, name: x, namspace: y}]\n",
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}\n",
 	} {
 		if _, err := decodeStrict(yamlDoc{file: "bad.yaml", line: 1, data: []byte(bad)}); err == nil {
 			t.Errorf("accepted:\n%s", bad)
@@ -156,7 +166,7 @@ func TestKubernetesManifestsDecodeStrictly(t *testing.T) {
 			t.Errorf("%s: %s %s lacks label app.kubernetes.io/part-of=sluice", o.doc, o.kind, o.meta.Name)
 		}
 	}
-	for kind, want := range map[string]int{"Namespace": 1, "Deployment": 2, "Service": 2, "ConfigMap": 2} {
+	for kind, want := range map[string]int{"Namespace": 1, "Deployment": 2, "Service": 2, "ConfigMap": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1} {
 		if kinds[kind] < want {
 			t.Errorf("%d %s manifests, want at least %d", kinds[kind], kind, want)
 		}
@@ -200,8 +210,13 @@ func checkPod(t *testing.T, d *appsv1.Deployment) {
 	if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 		t.Errorf("%s: want seccompProfile RuntimeDefault (namespace enforces restricted)", name)
 	}
-	if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
-		t.Errorf("%s: automountServiceAccountToken should be false (Sluice does not talk to the API server)", name)
+	if d.Name == "sluice" {
+		// Kubernetes discovery authenticates with the ServiceAccount's token.
+		if ps.AutomountServiceAccountToken == nil || !*ps.AutomountServiceAccountToken || ps.ServiceAccountName != "sluice" {
+			t.Errorf("%s: must run as ServiceAccount sluice with its token mounted (in-cluster config for discovery)", name)
+		}
+	} else if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken {
+		t.Errorf("%s: automountServiceAccountToken should be false (it does not talk to the API server)", name)
 	}
 	anns := d.Spec.Template.Annotations
 	if anns["prometheus.io/scrape"] != "true" || anns["prometheus.io/path"] == "" {
@@ -638,61 +653,122 @@ func TestEnvoyDeployment(t *testing.T) {
 	}
 }
 
-// TestClusterEndpointsAreServices checks that every endpoint of the Kubernetes config's
-// Clusters is an IP (Envoy's EDS takes nothing else) that is the fixed ClusterIP of a
-// Service shipped here, on one of its ports, and that the Service reaches a Deployment.
-func TestClusterEndpointsAreServices(t *testing.T) {
+// TestClustersDiscoverServices checks that every Cluster of the Kubernetes config
+// discovers its endpoints from a Service shipped here (no fixed addresses any more),
+// on a port the Service names and that reaches a Deployment's pods, and that no
+// Service pins a ClusterIP.
+func TestClustersDiscoverServices(t *testing.T) {
 	objs := loadObjects(t)
 	cfg := parseSluiceConfig(t, findConfigMap(t, objs, "sluice-config")["sluice.yaml"])
-	byIP := map[string]*corev1.Service{}
 	for _, o := range objs {
 		if s, ok := o.obj.(*corev1.Service); ok && s.Spec.ClusterIP != "" {
-			byIP[s.Spec.ClusterIP] = s
+			t.Errorf("%s: Service %s pins clusterIP %s; discovery makes fixed addresses unnecessary", o.doc, s.Name, s.Spec.ClusterIP)
 		}
 	}
 	n := 0
 	for _, c := range cfg.docsOf("Cluster") {
 		var spec struct {
-			Endpoints []struct{ Address string } `yaml:"endpoints"`
+			Endpoints  []struct{ Address string } `yaml:"endpoints"`
+			Kubernetes *struct {
+				Service   string `yaml:"service"`
+				Namespace string `yaml:"namespace"`
+				Port      string `yaml:"port"`
+			} `yaml:"kubernetes"`
 		}
 		decodeSpec(t, c, &spec)
-		for _, ep := range spec.Endpoints {
-			n++
-			h := host(t, ep.Address)
-			if net.ParseIP(h) == nil {
-				t.Errorf("cluster %s endpoint %s: Envoy needs an IP address, not a name", name(t, c), ep.Address)
-				continue
-			}
-			svc := byIP[h]
-			if svc == nil {
-				t.Errorf("cluster %s endpoint %s: no Service here has clusterIP %s", name(t, c), ep.Address, h)
-				continue
-			}
-			var target *intstr.IntOrString
-			for _, p := range svc.Spec.Ports {
-				if p.Port == port(t, ep.Address) {
-					target = &p.TargetPort
-				}
-			}
-			if target == nil {
-				t.Errorf("cluster %s endpoint %s: Service %s has no such port", name(t, c), ep.Address, svc.Name)
-				continue
-			}
-			var d *appsv1.Deployment
-			for _, o := range objs {
-				if dd, ok := o.obj.(*appsv1.Deployment); ok && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dd.Spec.Template.Labels)) {
-					d = dd
-				}
-			}
-			if d == nil {
-				t.Errorf("Service %s selects no Deployment", svc.Name)
-				continue
-			}
-			checkPod(t, d)
-			checkService(t, svc, d)
+		cn := name(t, c)
+		if len(spec.Endpoints) > 0 {
+			t.Errorf("cluster %s lists fixed endpoints %v; discover them", cn, spec.Endpoints)
 		}
+		k := spec.Kubernetes
+		if k == nil {
+			t.Errorf("cluster %s has no kubernetes discovery block", cn)
+			continue
+		}
+		n++
+		if k.Namespace != namespace {
+			t.Errorf("cluster %s: namespace %q, want %q where its Service is", cn, k.Namespace, namespace)
+		}
+		svc := find[corev1.Service](t, objs, k.Service)
+		hasPort := false
+		for _, p := range svc.Spec.Ports {
+			hasPort = hasPort || p.Name == k.Port
+		}
+		if !hasPort {
+			t.Errorf("cluster %s: Service %s has no port named %q", cn, svc.Name, k.Port)
+		}
+		var d *appsv1.Deployment
+		for _, o := range objs {
+			if dd, ok := o.obj.(*appsv1.Deployment); ok && labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(dd.Spec.Template.Labels)) {
+				d = dd
+			}
+		}
+		if d == nil {
+			t.Errorf("Service %s selects no Deployment", svc.Name)
+			continue
+		}
+		checkPod(t, d)
+		checkService(t, svc, d)
 	}
 	if n == 0 {
-		t.Error("the config's Clusters have no endpoints")
+		t.Error("no Cluster discovers its endpoints")
+	}
+}
+
+// TestDiscoveryRBACIsLeastPrivilege checks that the sluice ServiceAccount may get, list
+// and watch EndpointSlices in every namespace a Cluster names, and nothing else: one
+// Role per such namespace with exactly that rule, bound to that ServiceAccount only, and
+// no ClusterRole.
+func TestDiscoveryRBACIsLeastPrivilege(t *testing.T) {
+	objs := loadObjects(t)
+	sluice := find[appsv1.Deployment](t, objs, "sluice")
+	sa := find[corev1.ServiceAccount](t, objs, sluice.Spec.Template.Spec.ServiceAccountName)
+	cfg := parseSluiceConfig(t, findConfigMap(t, objs, "sluice-config")["sluice.yaml"])
+	namespaces := map[string]bool{}
+	for _, c := range cfg.docsOf("Cluster") {
+		var spec struct {
+			Kubernetes *struct{ Namespace string } `yaml:"kubernetes"`
+		}
+		decodeSpec(t, c, &spec)
+		if spec.Kubernetes != nil {
+			namespaces[spec.Kubernetes.Namespace] = true
+		}
+	}
+	want := rbacv1.PolicyRule{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}}
+	granted := map[string]bool{}
+	roles := map[string]*rbacv1.Role{}
+	for _, o := range objs {
+		if r, ok := o.obj.(*rbacv1.Role); ok {
+			roles[r.Namespace+"/"+r.Name] = r
+			if len(r.Rules) != 1 || !reflect.DeepEqual(r.Rules[0], want) {
+				t.Errorf("%s: Role %s grants %+v; want exactly %+v", o.doc, r.Name, r.Rules, want)
+			}
+		}
+	}
+	for _, o := range objs {
+		b, ok := o.obj.(*rbacv1.RoleBinding)
+		if !ok {
+			continue
+		}
+		if b.RoleRef.Kind != "Role" || b.RoleRef.APIGroup != rbacv1.GroupName || roles[b.Namespace+"/"+b.RoleRef.Name] == nil {
+			t.Errorf("%s: RoleBinding %s refers to %+v, not a Role shipped here in its namespace", o.doc, b.Name, b.RoleRef)
+			continue
+		}
+		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: sa.Namespace}}
+		if !reflect.DeepEqual(b.Subjects, want) {
+			t.Errorf("%s: RoleBinding %s binds %+v; want only %+v", o.doc, b.Name, b.Subjects, want)
+			continue
+		}
+		granted[b.Namespace] = true
+	}
+	for ns := range namespaces {
+		if !granted[ns] {
+			t.Errorf("a Cluster watches namespace %s, but no RoleBinding there lets ServiceAccount %s read EndpointSlices", ns, sa.Name)
+		}
+	}
+	for ns := range granted {
+		if !namespaces[ns] {
+			t.Errorf("ServiceAccount %s may read EndpointSlices in %s, which no Cluster names", sa.Name, ns)
+		}
 	}
 }

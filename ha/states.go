@@ -135,3 +135,23 @@ func (r *Replica) ImportState(ctx context.Context, rollout string, state []byte)
 	}
 	return nil
 }
+
+// Shared returns the value every replica shares under name — the keys that sign
+// sticky-session cookies, say, which every router must accept from every other: the one
+// etcd holds, or initial, written now when etcd holds none (the first replica's wins).
+func (r *Replica) Shared(ctx context.Context, name string, initial []byte) ([]byte, error) {
+	k := r.key(sharedDir, name)
+	resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(initial))).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if resp.Succeeded {
+		return initial, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return nil, errors.New("ha: shared value " + name + " was deleted while read; try again")
+	}
+	return kvs[0].Value, nil
+}

@@ -99,7 +99,11 @@ type ControlPlane struct {
 	// Etcd is spec.store.etcd: several replicas share rollout state, leader election and
 	// a replica registry in etcd. nil: one process, state in StateDir.
 	Etcd *EtcdStore
-	Pos  Pos
+	// DNS configures the resolver of DNS discovery (Cluster.DNS).
+	DNS DNSResolver
+	// Kubernetes configures the API client of Kubernetes discovery (Cluster.Kubernetes).
+	Kubernetes KubernetesClient
+	Pos        Pos
 }
 
 // EtcdStore is where replicas keep what they share: an etcd cluster and a key prefix.
@@ -123,6 +127,20 @@ type EtcdTLS struct {
 	CA   string // CA bundle that signed etcd's certificates ("" : the system roots)
 	Cert string // client certificate for mTLS ("" : none); needs Key
 	Key  string
+}
+
+// DNSResolver says which DNS servers discovery asks.
+type DNSResolver struct {
+	// Servers are "ADDR:PORT" addresses asked in order; empty: the system's resolver
+	// configuration (/etc/resolv.conf: servers, search domains, ndots).
+	Servers []string
+}
+
+// KubernetesClient says how discovery reaches the Kubernetes API server.
+type KubernetesClient struct {
+	// Kubeconfig is a kubeconfig file; "": the in-cluster configuration (the pod's
+	// service account). A Cluster's own kubeconfig overrides it.
+	Kubeconfig string
 }
 
 // Admin configures the admin HTTP server (API, /metrics, /healthz, web view).
@@ -169,8 +187,14 @@ const (
 // Cluster is the sluice.dev/v1alpha1 Cluster kind: a named set of endpoints, standing
 // in for a Kubernetes Service.
 type Cluster struct {
-	Name        string
-	Endpoints   []Endpoint // in the order given
+	Name string
+	// Endpoints are the fixed endpoints, in the order given. With DNS or Kubernetes
+	// discovery the data planes serve these plus the discovered ones (package discovery).
+	Endpoints []Endpoint
+	// DNS discovers endpoints from A/AAAA or SRV records (nil: none).
+	DNS *DNSDiscovery
+	// Kubernetes discovers endpoints from a Service's EndpointSlices (nil: none).
+	Kubernetes  *KubernetesDiscovery
 	Protocol    Protocol
 	HealthCheck *HealthCheck // nil: no active health checks
 	// Warmup: requests served by an endpoint younger than this (since added or turned
@@ -180,6 +204,9 @@ type Cluster struct {
 	ConnectTimeout time.Duration
 	// RequestTimeout bounds a whole upstream request (0: none); exceeding it answers 504.
 	RequestTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an upstream's response head once the
+	// request is sent (0: none); exceeding it answers 504.
+	ResponseHeaderTimeout time.Duration
 	// Outlier configures passive ejection.
 	Outlier OutlierDetection
 	Pos     Pos
@@ -189,6 +216,33 @@ type Cluster struct {
 type Endpoint struct {
 	Address string // host:port
 	Weight  int    // >= 1
+	// Draining: the endpoint is going away (a terminating pod). It gets no new
+	// requests; those in flight finish. Only discovery sets it.
+	Draining bool
+}
+
+// DNSDiscovery resolves a cluster's endpoints from DNS: either Name (A and AAAA
+// records) with Port, or SRV (ports and weights from the records).
+type DNSDiscovery struct {
+	Name string // host name for A/AAAA; "" when SRV is set
+	Port int    // 1..65535, with Name
+	SRV  string // _service._proto.domain; "" when Name is set
+	// The records are resolved again after their TTL, bounded by these.
+	MinRefresh time.Duration
+	MaxRefresh time.Duration
+}
+
+// KubernetesDiscovery watches the discovery.k8s.io/v1 EndpointSlices of a Service.
+type KubernetesDiscovery struct {
+	Service   string
+	Namespace string
+	// PortName or PortNumber picks the EndpointSlice port: a name matches the Service
+	// port's name, a number the endpoints' port (the Service's target port). Neither:
+	// the Service must have exactly one port.
+	PortName   string
+	PortNumber int
+	// Kubeconfig overrides ControlPlane.Kubernetes.Kubeconfig for this cluster.
+	Kubeconfig string
 }
 
 // HealthCheck configures active HTTP health checks.
@@ -223,7 +277,12 @@ type Listener struct {
 type Limits struct {
 	MaxHeaderBytes int
 	IdleTimeout    time.Duration
-	ReadTimeout    time.Duration // for request headers
+	ReadTimeout    time.Duration // for a whole request head, from its first byte
+	// BodyTimeout bounds the wait between two reads of a request body.
+	BodyTimeout time.Duration
+	// SendTimeout bounds the wait between two writes of a response to a client that does
+	// not read.
+	SendTimeout time.Duration
 }
 
 // InternalTraffic marks test traffic by header.

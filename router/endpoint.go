@@ -257,7 +257,9 @@ type upstream struct {
 	next      atomic.Uint64
 	transport http.RoundTripper
 	warmup    time.Duration
-	timeout   time.Duration
+	timeout   time.Duration // whole request; 0: none
+	// headerTimeout bounds the wait for the response head; 0: none.
+	headerTimeout time.Duration
 }
 
 // pick returns the next available endpoint other than skip; when none is available it

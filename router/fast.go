@@ -3,27 +3,40 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
-// The fast path serves plain HTTP/1.1 keep-alive requests without net/http: it parses
-// the request head itself, routes with the same decision as the net/http path, forwards
-// the head and a Content-Length body to a pooled upstream connection, and streams the
-// response back (Content-Length, chunked, or until close). Anything else — HTTP/1.0,
-// chunked or Expect: 100-continue uploads, Upgrade/WebSocket, CONNECT, absolute-form
-// targets, HTTP/2 (h2c) clients, malformed or oversized heads — and every listener whose
-// routes mirror or use an h2c cluster, is handed, bytes intact, to the net/http path on
-// the same connection, which then owns it.
+// The fast path is the router's HTTP/1.1 front end. It reads every request head of a
+// connection with the strict parser (parse.go) and refuses what that parser refuses,
+// answering the status and closing. Plain requests — origin-form, HTTP/1.1, no body or a
+// Content-Length body — it serves itself: it routes them with the shared policy
+// (policy.go) and carries them over pooled upstream connections (upstream.go).
+//
+// A request it accepted but does not serve itself (HTTP/1.0, a chunked body, Expect:
+// 100-continue with a body, a WebSocket upgrade, an absolute-form target) is handed, with
+// its head and the bytes after it, to net/http on the same connection, after every
+// response the client is owed has been written, in order. net/http then serves that one
+// request and closes the connection (unless it tunnels a WebSocket), so no head on a fast
+// listener is ever read by a parser other than the strict one. Listeners that need
+// net/http for every request (a mirror route, an h2c cluster, Options.DisableFastPath)
+// are handed to it after their first head passed the strict parser, and HTTP/2 clients
+// (prior knowledge) before anything is read.
+//
+// Timeouts, like nginx's: idle between requests (limits.idleTimeout), a whole head from
+// its first byte (limits.readTimeout, 408), between two reads of a body
+// (limits.bodyTimeout, 408) and between two writes to a client that does not read
+// (limits.sendTimeout). Deadlines are moved at most once a second (or an eighth of the
+// timeout), so a timeout may fire up to that much early.
 
 // fastListener accepts connections and serves them on the fast path, handing
 // connections that need net/http to handoff.
@@ -52,6 +65,7 @@ func newChanListener(addr net.Addr) *chanListener {
 	return &chanListener{ch: make(chan net.Conn), addr: addr, closed: make(chan struct{})}
 }
 
+// Accept returns the next connection handed over.
 func (l *chanListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.ch:
@@ -61,7 +75,10 @@ func (l *chanListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *chanListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
+// Close stops Accept.
+func (l *chanListener) Close() error { l.once.Do(func() { close(l.closed) }); return nil }
+
+// Addr is the address of the listener the connections came from.
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
 func (l *chanListener) give(c net.Conn) {
@@ -76,9 +93,22 @@ func (l *chanListener) give(c net.Conn) {
 type replayConn struct {
 	net.Conn
 	r io.Reader
+	// oneShot: net/http serves the one request the fast path checked, then closes.
+	oneShot bool
 }
 
 func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+type oneShotKey struct{}
+
+// handedOffContext is the net/http server's ConnContext: it marks the requests of a
+// one-shot connection.
+func handedOffContext(ctx context.Context, c net.Conn) context.Context {
+	if rc, ok := c.(*replayConn); ok && rc.oneShot {
+		return context.WithValue(ctx, oneShotKey{}, true)
+	}
+	return ctx
+}
 
 func (fl *fastListener) serve() {
 	for {
@@ -138,23 +168,42 @@ type fastConn struct {
 	bw     *bufio.Writer
 	active atomic.Bool
 
-	head  []byte // raw request head
-	lines [][2]int
-	rhead []byte // response head being built
-	req   http.Request
-	url   url.URL
-	peer  string
-	ip    []byte
+	tbl *table         // the table lt was taken from
+	lt  *listenerTable // this connection's listener in tbl
 
-	deadlineAt time.Time // when the idle read deadline was last set
-	lastEp     *endpoint // endpoint that served the current request
-	rheadEmpty bool      // nothing of the response head was read yet
+	// head is the raw request head: in fc.br's buffer, still unread, when headInBuf (it
+	// stays valid until fc.br reads again), else a copy.
+	head      []byte
+	headInBuf bool
+	headBuf   []byte // where heads that were not buffered whole are read
+	h         reqHead
+	in        routeInput
+	peer      netip.Addr
+	ip        []byte // peer address, for X-Forwarded-For
+
+	rawHost, rawPath string // last Host and path seen (their strings are reused)
+
+	rdl, wdl lazyDeadline // client read and write deadlines
+	now      time.Time    // the latest clock reading (a request's start or end)
+
+	// The request body: body holds it when it was already buffered whole (it can then
+	// be sent again); bodyLeft counts the bytes not yet read from the client.
+	body     []byte
+	bodyLeft int64
+
+	xff   []byte
+	uhead []byte        // upstream response head as read
+	rhead []byte        // response head for the client
+	rf    []headerField // upstream response fields
 }
 
-var (
-	crlf          = []byte("\r\n")
-	errHandoff    = errors.New("handoff")
-	errHeadTooBig = errors.New("head too big")
+// handoffKind says whether and how a connection goes to net/http.
+type handoffKind uint8
+
+const (
+	handNone    handoffKind = iota
+	handOneShot             // net/http serves the checked request, then closes
+	handKeep                // net/http serves the connection from now on
 )
 
 func (fc *fastConn) serve() {
@@ -171,27 +220,25 @@ func (fc *fastConn) serve() {
 	}()
 	fc.br = bufio.NewReaderSize(fc.c, 8<<10)
 	fc.bw = bufio.NewWriterSize(fc.c, 8<<10)
-	fc.peer = fc.c.RemoteAddr().String()
-	if host, _, err := net.SplitHostPort(fc.peer); err == nil {
-		fc.ip = []byte(host)
+	if ap, err := netip.ParseAddrPort(fc.c.RemoteAddr().String()); err == nil {
+		fc.peer = ap.Addr()
+		fc.ip = []byte(ap.Addr().Unmap().String())
 	}
-	fc.req.Header = make(http.Header, 8)
-	fc.req.URL = &fc.url
-	fc.req.RemoteAddr = fc.peer
-	first := true
-	for {
+	fc.in.header = make(http.Header, 8)
+	fc.in.sticky = &stickyMemo{}
+	for first := true; ; first = false {
 		if fl.closing.Load() {
 			return
 		}
-		idle := 120 * time.Second
-		if lt := fl.r.table.Load().listeners[fl.addr]; lt != nil && lt.limits.IdleTimeout > 0 {
-			idle = lt.limits.IdleTimeout
+		lt := fc.listener()
+		if lt == nil {
+			return // the listener is being removed
 		}
-		// Refresh the idle deadline at most once a second (or an eighth of the idle
-		// timeout): moving a timer per request costs more than a slightly short timeout.
-		if now := time.Now(); now.Sub(fc.deadlineAt) > min(time.Second, idle/8) {
-			fc.c.SetReadDeadline(now.Add(idle))
-			fc.deadlineAt = now
+		if fc.br.Buffered() == 0 {
+			if fc.now.IsZero() {
+				fc.now = time.Now()
+			}
+			fc.readBy(fc.now, lt.limits.idle)
 			if fl.closing.Load() { // shutdown's wake-up deadline may just have been overwritten
 				return
 			}
@@ -199,32 +246,31 @@ func (fc *fastConn) serve() {
 		if first {
 			// HTTP/2 prior knowledge (gRPC) goes to net/http.
 			if p, err := fc.br.Peek(3); err == nil && string(p) == "PRI" {
-				fc.handoff()
+				fc.handoff(handKeep)
 				handedOff = true
 				return
 			} else if err != nil {
 				return
 			}
-			first = false
-		}
-		if _, err := fc.br.Peek(1); err != nil {
+		} else if _, err := fc.br.Peek(1); err != nil {
 			return // closed, idle timeout or shutdown
 		}
-		fc.active.Store(true)
-		t := fl.r.table.Load() // the table current when the request arrives
-		lt := t.listeners[fl.addr]
-		maxHead := 1 << 20
-		if lt != nil && lt.limits.MaxHeaderBytes > 0 {
-			maxHead = lt.limits.MaxHeaderBytes
+		if lt = fc.listener(); lt == nil { // the table current when the request arrived
+			return
 		}
-		keep, err := fc.one(t, lt, maxHead)
+		fc.active.Store(true)
+		keep, hand := fc.one(lt)
 		fc.active.Store(false)
-		if err == errHandoff {
-			fc.handoff()
+		if hand != handNone {
+			fc.writeBy(time.Now(), lt.limits.send)
+			if fc.bw.Flush() != nil {
+				return
+			}
+			fc.handoff(hand)
 			handedOff = true
 			return
 		}
-		if err != nil || !keep {
+		if !keep {
 			fc.bw.Flush()
 			return
 		}
@@ -236,229 +282,230 @@ func (fc *fastConn) serve() {
 	}
 }
 
+// listener returns the current table's listener of this connection (nil: removed).
+func (fc *fastConn) listener() *listenerTable {
+	if t := fc.fl.r.table.Load(); t != fc.tbl {
+		fc.tbl, fc.lt = t, t.listeners[fc.fl.addr]
+	}
+	return fc.lt
+}
+
 // handoff gives the connection, with the bytes read so far, to the net/http server.
-func (fc *fastConn) handoff() {
-	fc.c.SetReadDeadline(time.Time{})
-	head := append([]byte(nil), fc.head...)
+func (fc *fastConn) handoff(kind handoffKind) {
+	fc.c.SetDeadline(time.Time{})
+	var head []byte
+	if !fc.headInBuf { // else the head is still unread in fc.br
+		head = append(head, fc.head...)
+	}
 	var rest []byte
 	if n := fc.br.Buffered(); n > 0 {
 		rest, _ = fc.br.Peek(n)
 		rest = append([]byte(nil), rest...)
 	}
-	rc := &replayConn{Conn: fc.c, r: io.MultiReader(bytes.NewReader(head), bytes.NewReader(rest), fc.c)}
+	rc := &replayConn{Conn: fc.c, r: io.MultiReader(bytes.NewReader(head), bytes.NewReader(rest), fc.c), oneShot: kind == handOneShot}
 	fc.fl.handoff.give(rc)
 }
 
-// readHead reads the request head (up to and including the blank line) into fc.head.
-func (fc *fastConn) readHead(max int) error {
-	fc.head = fc.head[:0]
-	fc.lines = fc.lines[:0]
-	for {
-		start := len(fc.head)
-		for {
-			b, err := fc.br.ReadSlice('\n')
-			fc.head = append(fc.head, b...)
-			if len(fc.head) > max {
-				return errHeadTooBig
-			}
-			if err == nil {
-				break
-			}
-			if err != bufio.ErrBufferFull {
-				return err
-			}
-		}
-		line := fc.head[start:]
-		if len(line) < 2 || line[len(line)-2] != '\r' {
-			return errHandoff // bare LF: let net/http judge it
-		}
-		if len(line) == 2 {
-			return nil
-		}
-		fc.lines = append(fc.lines, [2]int{start, len(fc.head) - 2})
+// slack is how early a deadline of d may fire: moving a runtime timer on every request
+// costs more than that.
+func slack(d time.Duration) time.Duration { return min(time.Second, d/8) }
+
+// lazyDeadline is the deadline last set on a connection. It moves only when it would be
+// off by more than slack.
+type lazyDeadline struct{ at time.Time }
+
+// due returns now+d and true when the deadline must move there, false when the one set is
+// within slack(d) before it.
+func (l *lazyDeadline) due(now time.Time, d time.Duration) (time.Time, bool) {
+	want := now.Add(d)
+	if !l.at.After(want) && want.Sub(l.at) <= slack(d) {
+		return want, false
+	}
+	l.at = want
+	return want, true
+}
+
+// readBy makes the client read deadline now+d, give or take slack(d).
+func (fc *fastConn) readBy(now time.Time, d time.Duration) {
+	if t, move := fc.rdl.due(now, d); move {
+		fc.c.SetReadDeadline(t)
 	}
 }
 
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
+// writeBy makes the client write deadline now+d, give or take slack(d).
+func (fc *fastConn) writeBy(now time.Time, d time.Duration) {
+	if t, move := fc.wdl.due(now, d); move {
+		fc.c.SetWriteDeadline(t)
 	}
-	for i := 0; i < len(b); i++ {
-		c, d := b[i], s[i]
-		if c|0x20 != d|0x20 {
-			return false
-		}
-		if c != d && (c|0x20 < 'a' || c|0x20 > 'z') {
-			return false
-		}
-	}
-	return true
 }
 
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
+// nextHead returns the next request head. When it is buffered whole (as usual) it is
+// returned in place, still unread (fc.headInBuf); otherwise it is read into a copy under
+// the header timeout.
+func (fc *fastConn) nextHead(lim *limits, start time.Time) ([]byte, error) {
+	fc.headInBuf = false
+	if head, ok := bufferedHead(fc.br, lim.maxHead); ok {
+		fc.head, fc.headInBuf = head, true
+		return head, nil
 	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
+	fc.readBy(start, lim.header)
+	head, err := readHead(fc.br, fc.headBuf, lim.maxHead)
+	fc.head, fc.headBuf = head, head
+	return head, err
 }
 
-func hasToken(v []byte, tok string) bool {
-	for len(v) > 0 {
-		i := bytes.IndexByte(v, ',')
-		var t []byte
-		if i < 0 {
-			t, v = v, nil
-		} else {
-			t, v = v[:i], v[i+1:]
+// bufferedHead returns the head at the start of br's buffer, unread, when it is there
+// whole (up to its empty line, at most max bytes) and does not start with an empty line;
+// readHead reads the same bytes.
+func bufferedHead(br *bufio.Reader, max int) ([]byte, bool) {
+	b, _ := br.Peek(br.Buffered())
+	if len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+		return nil, false
+	}
+	for i := 0; i < len(b) && i < max; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			break
 		}
-		if equalFold(trimOWS(t), tok) {
-			return true
-		}
-	}
-	return false
-}
-
-// request facts parsed from the head.
-type fastReq struct {
-	method     []byte
-	uri        []byte
-	host       []byte
-	length     int64
-	close      bool
-	connTokens bool // Connection lists header names other than close/keep-alive
-	midx       int
-}
-
-// one serves a single request. It returns whether the connection stays open, or
-// errHandoff before anything was answered.
-func (fc *fastConn) one(t *table, lt *listenerTable, maxHead int) (bool, error) {
-	if err := fc.readHead(maxHead); err != nil {
-		if err == errHandoff || err == errHeadTooBig {
-			return false, errHandoff
-		}
-		return false, err
-	}
-	start := time.Now()
-	if lt == nil || !lt.fast || len(fc.lines) == 0 {
-		return false, errHandoff
-	}
-	var q fastReq
-	q.length = 0
-	// Request line.
-	rl := fc.head[:fc.lines[0][1]]
-	sp1 := bytes.IndexByte(rl, ' ')
-	if sp1 <= 0 {
-		return false, errHandoff
-	}
-	rest := rl[sp1+1:]
-	sp2 := bytes.IndexByte(rest, ' ')
-	if sp2 <= 0 || string(rest[sp2+1:]) != "HTTP/1.1" {
-		return false, errHandoff
-	}
-	q.method, q.uri = rl[:sp1], rest[:sp2]
-	if q.uri[0] != '/' || string(q.method) == "CONNECT" {
-		return false, errHandoff
-	}
-	q.midx = methodIndexB(q.method)
-	h := fc.req.Header
-	clear(h)
-	hostSeen, lenSeen := false, false
-	for _, ln := range fc.lines[1:] {
-		line := fc.head[ln[0]:ln[1]]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
-			return false, errHandoff
-		}
-		name, val := line[:colon], trimOWS(line[colon+1:])
+		i += j + 1
 		switch {
-		case equalFold(name, "Host"):
-			if hostSeen {
-				return false, errHandoff
-			}
-			hostSeen = true
-			q.host = val
-		case equalFold(name, "Content-Length"):
-			n, err := strconv.ParseInt(string(val), 10, 64)
-			if err != nil || n < 0 || lenSeen {
-				return false, errHandoff
-			}
-			lenSeen = true
-			q.length = n
-		case equalFold(name, "Transfer-Encoding"), equalFold(name, "Expect"), equalFold(name, "Upgrade"):
-			return false, errHandoff
-		case equalFold(name, "Connection"):
-			if hasToken(val, "close") {
-				q.close = true
-			}
-			if hasToken(val, "upgrade") {
-				return false, errHandoff
-			}
-			for _, tok := range bytes.Split(val, []byte(",")) {
-				tok = trimOWS(tok)
-				if len(tok) > 0 && !equalFold(tok, "close") && !equalFold(tok, "keep-alive") {
-					q.connTokens = true
-				}
-			}
+		case i < len(b) && b[i] == '\n':
+			i++
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			i += 2
+		default:
+			continue
 		}
-		for _, k := range lt.interesting {
-			if equalFold(name, k) {
-				h[k] = append(h[k], string(val))
-			}
+		if i > max {
+			break
 		}
+		return b[:i], true
 	}
-	if !hostSeen || q.connTokens {
-		return false, errHandoff
+	return nil, false
+}
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// one serves a single request. It returns whether the connection stays open, or how it
+// is to be handed to net/http (then nothing of this request was answered yet).
+func (fc *fastConn) one(lt *listenerTable) (keep bool, hand handoffKind) {
+	start := time.Now()
+	fc.now = start
+	lim := &lt.limits
+	head, err := fc.nextHead(lim, start)
+	if err != nil {
+		switch {
+		case err == errHeadTooLarge:
+			fc.refuse(lt, errHeadTooLarge)
+		case len(head) > 0 && isTimeout(err):
+			fc.refuse(lt, errHeadTimedOut)
+		}
+		return false, handNone
 	}
-	path := q.uri
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
+	h := &fc.h
+	if herr := parseHead(head, h); herr != nil {
+		fc.refuse(lt, herr)
+		return false, handNone
 	}
-	// Keep-alive clients mostly repeat host and path: reuse the strings when equal.
-	if string(path) != fc.url.Path {
-		fc.url.Path = string(path)
+	switch {
+	case !lt.fast:
+		return false, handKeep
+	case h.minor == '0', h.chunked, h.expect && h.length > 0, h.websocket, h.absolute:
+		return false, handOneShot
 	}
-	if string(q.host) != fc.req.Host {
-		fc.req.Host = string(q.host)
-	}
-	if q.length > 0 {
-		// A body may take longer than the idle timeout to arrive.
-		fc.c.SetReadDeadline(time.Time{})
-		fc.deadlineAt = time.Time{}
-	}
-	if q.midx < len(methods)-1 {
-		fc.req.Method = methods[q.midx]
-	} else {
-		fc.req.Method = string(q.method)
+	if fc.headInBuf {
+		fc.br.Discard(len(head)) // h's slices stay valid until fc.br reads again
 	}
 	r := fc.fl.r
-	d := lt.decide(&fc.req)
+	d := lt.decide(fc.routeInput(lt))
 	if d.spoofed {
 		r.metrics.spoofed.WithLabelValues(lt.name).Inc()
 	}
-	keep := !q.close
+	keep = !h.close
 	if d.route == nil {
 		r.metrics.unmatched.WithLabelValues(lt.name).Inc()
-		if !fc.discardBody(q.length) {
+		fc.bodyLeft = max(h.length, 0)
+		if !fc.skipBody(lim) {
 			keep = false
 		}
-		fc.writeSimple(http.StatusNotFound, "no route\n", keep)
-		return keep, nil
+		fc.writeSimple(lim, http.StatusNotFound, "no route\n", keep)
+		return keep, handNone
 	}
-	status, keepUp, err := fc.forward(lt, &q, &d)
-	reason := reasonNone
-	if d.internal {
-		reason = reasonInternal
-	} else if fc.lastEp != nil && fc.lastEp.warming(d.up.warmup, r.now().UnixNano()) {
-		reason = reasonWarmup
+	return fc.proxy(lt, &d, start), handNone
+}
+
+// routeInput fills what decide reads from the parsed head.
+func (fc *fastConn) routeInput(lt *listenerTable) *routeInput {
+	h, in := &fc.h, &fc.in
+	// Keep-alive clients mostly repeat host and path: reuse the strings when equal.
+	if string(h.host) != fc.rawHost {
+		fc.rawHost = string(h.host)
+		in.host = hostOnly(fc.rawHost)
 	}
-	d.route.metrics[d.up].observeIdx(q.midx, status, reason, time.Since(start).Seconds())
-	if err != nil || !keepUp {
-		return false, nil
+	path := h.target
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
 	}
-	return keep, nil
+	if string(path) != fc.rawPath {
+		fc.rawPath = string(path)
+	}
+	in.path = fc.rawPath
+	in.peer = fc.peer
+	in.marker = false
+	hdr := in.header
+	clear(hdr)
+	for _, f := range h.fields {
+		if lt.markerKey != nil && isMarkerName(lt.markerKey, f.name) {
+			in.marker = true
+		}
+		for _, k := range lt.interesting {
+			if equalFold(f.name, k) {
+				hdr[k] = append(hdr[k], string(f.value))
+			}
+		}
+	}
+	return in
+}
+
+// refuse answers a request the router will not serve because of the client, counts it,
+// and closes the connection after.
+func (fc *fastConn) refuse(lt *listenerTable, e *headError) {
+	fc.fl.r.metrics.clientError(lt.name, e.reason)
+	fc.writeSimple(&lt.limits, e.status, e.msg+"\n", false)
+}
+
+// proxy carries the request to the decided cluster with the shared policy and records
+// it. It returns whether the client connection stays open.
+func (fc *fastConn) proxy(lt *listenerTable, d *decision, start time.Time) bool {
+	h := &fc.h
+	r := fc.fl.r
+	fc.body, fc.bodyLeft = nil, max(h.length, 0)
+	if h.length > 0 && int64(fc.br.Buffered()) >= h.length {
+		fc.body, _ = fc.br.Peek(int(h.length))
+	}
+	midx := methodIndexB(h.method)
+	method := methods[midx]
+	replayable := midx < len(methods)-1 && idempotent(method) && (h.length <= 0 || fc.body != nil)
+	ep, o := d.up.send(r.nanos(start), replayable, func(ep *endpoint, fresh bool) outcome {
+		return fc.attempt(lt, d, ep, fresh, replayable, start)
+	})
+	if fc.body != nil {
+		fc.br.Discard(len(fc.body))
+		fc.body, fc.bodyLeft = nil, 0
+	}
+	if !o.answered && o.blame != blameNone && o.blame != blameClientGone {
+		o.keepClient = o.blame != blameClient && !h.close && fc.bodyLeft == 0
+		msg := http.StatusText(o.status)
+		if o.clientErr != nil {
+			msg = o.clientErr.msg
+		}
+		fc.writeSimple(&lt.limits, o.status, msg+"\n", o.keepClient)
+	}
+	if fc.bodyLeft > 0 {
+		o.keepClient = false // the rest of the body was never read: nothing after it can be
+	}
+	fc.now = r.finish(lt, d, ep, midx, &o, start)
+	return o.keepClient
 }
 
 func methodIndexB(b []byte) int {
@@ -485,15 +532,25 @@ func methodIndexB(b []byte) int {
 	return 9
 }
 
-func (fc *fastConn) discardBody(n int64) bool {
-	if n == 0 {
-		return true
+// skipBody reads and drops the rest of the request body (bodyLeft bytes) under the body
+// timeout; it reports whether all of it arrived.
+func (fc *fastConn) skipBody(lim *limits) bool {
+	for fc.bodyLeft > 0 {
+		if fc.br.Buffered() == 0 {
+			fc.readBy(time.Now(), lim.body)
+			if _, err := fc.br.Peek(1); err != nil {
+				return false
+			}
+		}
+		n, _ := fc.br.Discard(int(min(int64(fc.br.Buffered()), fc.bodyLeft)))
+		fc.bodyLeft -= int64(n)
 	}
-	_, err := io.CopyN(io.Discard, fc.br, n)
-	return err == nil
+	return true
 }
 
-func (fc *fastConn) writeSimple(code int, body string, keep bool) {
+// writeSimple writes a short plain-text response.
+func (fc *fastConn) writeSimple(lim *limits, code int, body string, keep bool) {
+	fc.writeBy(time.Now(), lim.send)
 	bw := fc.bw
 	bw.WriteString("HTTP/1.1 ")
 	bw.WriteString(strconv.Itoa(code))
@@ -508,227 +565,51 @@ func (fc *fastConn) writeSimple(code int, body string, keep bool) {
 	bw.WriteString(body)
 }
 
-// isHopByHop reports request/response headers a proxy must not forward.
-func isHopByHop(name []byte) bool {
-	switch len(name) {
-	case 2:
-		return equalFold(name, "TE")
-	case 7:
-		return equalFold(name, "Trailer") || equalFold(name, "Upgrade")
-	case 10:
-		return equalFold(name, "Connection") || equalFold(name, "Keep-Alive")
-	case 16:
-		return equalFold(name, "Proxy-Connection")
-	case 17:
-		return equalFold(name, "Transfer-Encoding")
-	case 19:
-		return equalFold(name, "Proxy-Authenticate") || equalFold(name, "Proxy-Authorization")
+// listed reports whether the request's Connection field names a field (never Host or
+// Content-Length, whose removal would change what the request means).
+func (h *reqHead) listed(name []byte) bool {
+	for _, n := range h.dropNames {
+		if equalFold(name, string(n)) {
+			return !equalFold(name, "Host") && !equalFold(name, "Content-Length")
+		}
 	}
 	return false
 }
 
-// upConn is a pooled upstream connection.
-type upConn struct {
-	c    net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	used time.Time
-}
-
-// connPool holds an endpoint's idle upstream connections (most recently used first).
-type connPool struct {
-	mu   sync.Mutex
-	idle []*upConn
-}
-
-func (p *connPool) get() *upConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for n := len(p.idle); n > 0; n = len(p.idle) {
-		uc := p.idle[n-1]
-		p.idle = p.idle[:n-1]
-		if time.Since(uc.used) < 60*time.Second {
-			return uc
+// writeRequestHead writes the request head for the upstream: the request line and
+// fields as received, minus hop-by-hop fields, the fields the Connection field names,
+// incoming X-Forwarded-* and Forwarded, and a spoofed internal marker; plus the router's
+// X-Forwarded-For, -Host and -Proto.
+func (fc *fastConn) writeRequestHead(bw *bufio.Writer, lt *listenerTable, d *decision) {
+	h := &fc.h
+	bw.Write(h.method)
+	bw.WriteByte(' ')
+	bw.Write(h.target)
+	bw.WriteString(" HTTP/1.1\r\n")
+	xff := fc.xff[:0]
+fields:
+	for _, f := range h.fields {
+		name := f.name
+		if isHopByHop(name) || len(h.dropNames) > 0 && h.listed(name) || d.spoofed && isMarkerName(lt.markerKey, name) {
+			continue
 		}
-		uc.c.Close()
-	}
-	return nil
-}
-
-func (p *connPool) put(uc *upConn, max int) {
-	uc.used = time.Now()
-	p.mu.Lock()
-	if len(p.idle) < max {
-		p.idle = append(p.idle, uc)
-		uc = nil
-	}
-	p.mu.Unlock()
-	if uc != nil {
-		uc.c.Close()
-	}
-}
-
-func (p *connPool) closeAll() {
-	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, uc := range idle {
-		uc.c.Close()
-	}
-}
-
-func (r *Router) dial(u *upstream, ep *endpoint) (*upConn, error) {
-	ct := u.cfg.ConnectTimeout
-	if ct <= 0 {
-		ct = 5 * time.Second
-	}
-	c, err := net.DialTimeout("tcp", ep.addr, ct)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetKeepAlive(true)
-		tc.SetKeepAlivePeriod(30 * time.Second)
-	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}, nil
-}
-
-var errStale = errors.New("stale pooled connection")
-
-// forward sends the request to an endpoint of d.up and streams the answer back. It
-// returns the status recorded and whether the client connection can be kept.
-func (fc *fastConn) forward(lt *listenerTable, q *fastReq, d *decision) (int, bool, error) {
-	r := fc.fl.r
-	up := d.up
-	fc.lastEp = nil
-	var skip *endpoint
-	now := r.now().UnixNano()
-	var uc *upConn
-	var ep *endpoint
-	for attempt := 0; ; attempt++ {
-		ep = up.pick(skip, now)
-		if ep == nil {
-			if !fc.discardBody(q.length) {
-				return http.StatusServiceUnavailable, false, nil
-			}
-			code := http.StatusServiceUnavailable
-			if skip != nil {
-				code = http.StatusBadGateway
-			}
-			fc.writeSimple(code, http.StatusText(code)+"\n", !q.close)
-			return code, true, nil
-		}
-		fc.lastEp = ep
-		uc = ep.pool.get()
-		fresh := uc == nil
-		if fresh {
-			var err error
-			uc, err = r.dial(up, ep)
-			if err != nil {
-				ep.failure()
-				if attempt == 0 {
-					skip = ep
-					continue
+		for i, x := range forwardedFields {
+			if len(name) == len(x) && equalFold(name, x) {
+				if i == 0 {
+					if len(xff) > 0 {
+						xff = append(xff, ", "...)
+					}
+					xff = append(xff, f.value...)
 				}
-				if !fc.discardBody(q.length) {
-					return http.StatusBadGateway, false, nil
-				}
-				fc.writeSimple(http.StatusBadGateway, "Bad Gateway\n", !q.close)
-				return http.StatusBadGateway, true, nil
+				continue fields
 			}
 		}
-		if up.timeout > 0 {
-			uc.c.SetDeadline(time.Now().Add(up.timeout))
-		}
-		status, keepUp, keepClient, err := fc.exchange(lt, q, d, uc, fresh)
-		if err == errStale && attempt == 0 {
-			uc.c.Close()
-			continue // the pooled connection had been closed by the upstream: once more, fresh
-		}
-		if err != nil {
-			uc.c.Close()
-			return fc.failStatus(ep, err, status)
-		}
-		if status >= 500 {
-			ep.failure()
-		} else {
-			ep.success()
-		}
-		if keepUp {
-			if up.timeout > 0 {
-				uc.c.SetDeadline(time.Time{})
-			}
-			ep.pool.put(uc, r.opts.MaxIdleConnsPerHost)
-		} else {
-			uc.c.Close()
-		}
-		return status, keepClient, nil
+		bw.Write(name)
+		bw.WriteString(": ")
+		bw.Write(f.value)
+		bw.WriteString("\r\n")
 	}
-}
-
-// exchange errors, saying which side failed and whether the client saw anything.
-type clientErr struct{ error }
-type upstreamErr struct {
-	error
-	answered bool // response bytes already went to the client
-}
-
-func (e clientErr) Unwrap() error   { return e.error }
-func (e upstreamErr) Unwrap() error { return e.error }
-
-func (fc *fastConn) failStatus(ep *endpoint, err error, status int) (int, bool, error) {
-	var ce clientErr
-	if errors.As(err, &ce) {
-		return statusClientClosed, false, err
-	}
-	var ue upstreamErr
-	errors.As(err, &ue)
-	code := http.StatusBadGateway
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		code = http.StatusGatewayTimeout
-	}
-	ep.failure()
-	if ue.answered {
-		return code, false, err // the client got a truncated answer; drop its connection
-	}
-	fc.writeSimple(code, http.StatusText(code)+"\n", false)
-	return code, false, nil
-}
-
-// exchange writes the request to uc and copies the response to the client.
-func (fc *fastConn) exchange(lt *listenerTable, q *fastReq, d *decision, uc *upConn, fresh bool) (status int, keepUp, keepClient bool, err error) {
-	start := time.Now()
-	reused := !fresh
-	bw := uc.bw
-	// Request line and headers.
-	bw.Write(fc.head[:fc.lines[0][1]])
-	bw.Write(crlf)
-	var xff []byte
-	for _, ln := range fc.lines[1:] {
-		line := fc.head[ln[0]:ln[1]]
-		colon := bytes.IndexByte(line, ':')
-		name := line[:colon]
-		if isHopByHop(name) {
-			continue
-		}
-		switch {
-		case equalFold(name, "X-Forwarded-For"):
-			v := trimOWS(line[colon+1:])
-			if len(xff) > 0 {
-				xff = append(xff, ", "...)
-			}
-			xff = append(xff, v...)
-			continue
-		case equalFold(name, "X-Forwarded-Host"), equalFold(name, "X-Forwarded-Proto"), equalFold(name, "Forwarded"):
-			continue
-		}
-		if d.spoofed && isMarker(lt, name) {
-			continue
-		}
-		bw.Write(line)
-		bw.Write(crlf)
-	}
+	fc.xff = xff
 	bw.WriteString("X-Forwarded-For: ")
 	if len(xff) > 0 {
 		bw.Write(xff)
@@ -736,285 +617,6 @@ func (fc *fastConn) exchange(lt *listenerTable, q *fastReq, d *decision, uc *upC
 	}
 	bw.Write(fc.ip)
 	bw.WriteString("\r\nX-Forwarded-Host: ")
-	bw.Write(q.host)
+	bw.Write(h.host)
 	bw.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
-	bodySent := false
-	if q.length > 0 {
-		if err := bw.Flush(); err != nil {
-			if reused {
-				return 0, false, false, errStale
-			}
-			return 0, false, false, upstreamErr{error: err}
-		}
-		bodySent = true
-		if _, err := io.CopyN(bw, fc.br, q.length); err != nil {
-			// A failed read is the client's; a failed write the upstream's.
-			if fc.br.Buffered() == 0 {
-				return 0, false, false, clientErr{err}
-			}
-			return 0, false, false, upstreamErr{error: err}
-		}
-	}
-	if err := bw.Flush(); err != nil {
-		if reused && !bodySent {
-			return 0, false, false, errStale
-		}
-		return 0, false, false, upstreamErr{error: err}
-	}
-	// Response head.
-	head := q.method
-	isHead := string(head) == "HEAD"
-	for {
-		status, keepUp, length, chunked, err := fc.readResponseHead(uc.br, d)
-		if err != nil {
-			if reused && !bodySent && fc.rheadEmpty && !errors.Is(err, os.ErrDeadlineExceeded) {
-				return 0, false, false, errStale
-			}
-			return 0, false, false, upstreamErr{error: err}
-		}
-		if status >= 100 && status < 200 {
-			// Informational (103 Early Hints): forward and read the final answer.
-			if _, err := fc.bw.Write(fc.rhead); err != nil {
-				return status, false, false, clientErr{err}
-			}
-			continue
-		}
-		keepClient = !q.close
-		if time.Since(start) > slowRequest && fc.clientGone() {
-			return statusClientClosed, false, false, clientErr{errClientGone}
-		}
-		noBody := isHead || status == 204 || status == 304
-		untilClose := !noBody && !chunked && length < 0
-		if untilClose {
-			keepUp, keepClient = false, false
-		}
-		if !keepClient {
-			fc.rhead = append(fc.rhead[:len(fc.rhead)-2], "Connection: close\r\n\r\n"...)
-		}
-		if _, err := fc.bw.Write(fc.rhead); err != nil {
-			return status, false, false, clientErr{err}
-		}
-		switch {
-		case noBody:
-		case chunked:
-			if err := fc.copyChunked(uc.br); err != nil {
-				return status, false, false, err
-			}
-		case length >= 0:
-			if err := fc.copyN(uc.br, length); err != nil {
-				return status, false, false, err
-			}
-		default:
-			if err := fc.copyUntilEOF(uc.br); err != nil {
-				return status, false, false, err
-			}
-		}
-		return status, keepUp, keepClient, nil
-	}
-}
-
-// slowRequest: after waiting this long for an upstream, check whether the client hung
-// up before answering (a write to a closed socket often succeeds, so the hang-up would
-// otherwise go unnoticed and be recorded as the upstream's status rather than 499).
-const slowRequest = 20 * time.Millisecond
-
-var errClientGone = errors.New("client closed the connection")
-
-// clientGone reports whether the client closed its side: a non-blocking MSG_PEEK read
-// sees EOF or an error (pipelined bytes or nothing yet mean it is still there).
-func (fc *fastConn) clientGone() bool {
-	if fc.br.Buffered() > 0 {
-		return false
-	}
-	sc, ok := fc.c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	gone := false
-	var b [1]byte
-	raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = n == 0 && err == nil || err != nil && err != syscall.EAGAIN && err != syscall.EINTR
-		return true
-	})
-	return gone
-}
-
-func isMarker(lt *listenerTable, name []byte) bool {
-	for _, k := range lt.markerKey {
-		if equalFold(name, k) {
-			return true
-		}
-	}
-	return false
-}
-
-// readResponseHead reads and filters the upstream's response head into fc.rhead.
-func (fc *fastConn) readResponseHead(br *bufio.Reader, d *decision) (status int, keepUp bool, length int64, chunked bool, err error) {
-	fc.rhead = fc.rhead[:0]
-	fc.rheadEmpty = true
-	keepUp = true
-	length = -1
-	first := true
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			if err == bufio.ErrBufferFull {
-				err = errors.New("response header line too long")
-			}
-			return 0, false, 0, false, err
-		}
-		fc.rheadEmpty = false
-		if len(line) < 2 || line[len(line)-2] != '\r' {
-			return 0, false, 0, false, errors.New("malformed response head")
-		}
-		body := line[:len(line)-2]
-		if first {
-			first = false
-			if len(body) < 12 || string(body[:9]) != "HTTP/1.1 " && string(body[:9]) != "HTTP/1.0 " {
-				return 0, false, 0, false, errors.New("malformed status line")
-			}
-			status, err = strconv.Atoi(string(body[9:12]))
-			if err != nil {
-				return 0, false, 0, false, errors.New("malformed status code")
-			}
-			if body[7] == '0' {
-				keepUp = false
-			}
-			fc.rhead = append(fc.rhead, "HTTP/1.1"...)
-			fc.rhead = append(fc.rhead, body[8:]...)
-			fc.rhead = append(fc.rhead, crlf...)
-			continue
-		}
-		if len(body) == 0 {
-			break
-		}
-		colon := bytes.IndexByte(body, ':')
-		if colon <= 0 {
-			return 0, false, 0, false, errors.New("malformed response header")
-		}
-		name, val := body[:colon], trimOWS(body[colon+1:])
-		switch {
-		case equalFold(name, "Connection"):
-			if hasToken(val, "close") {
-				keepUp = false
-			} else if hasToken(val, "keep-alive") && status != 0 {
-				keepUp = true
-			}
-			continue
-		case equalFold(name, "Transfer-Encoding"):
-			if !equalFold(val, "chunked") {
-				return 0, false, 0, false, errors.New("unsupported transfer-encoding")
-			}
-			chunked = true
-			fc.rhead = append(fc.rhead, "Transfer-Encoding: chunked\r\n"...)
-			continue
-		case equalFold(name, "Content-Length"):
-			n, perr := strconv.ParseInt(string(val), 10, 64)
-			if perr != nil || n < 0 {
-				return 0, false, 0, false, errors.New("bad content-length")
-			}
-			length = n
-		case isHopByHop(name):
-			continue
-		}
-		fc.rhead = append(fc.rhead, line...)
-	}
-	if status >= 200 && d.cookie != "" {
-		fc.rhead = append(fc.rhead, "Set-Cookie: "...)
-		fc.rhead = append(fc.rhead, d.cookie...)
-		fc.rhead = append(fc.rhead, crlf...)
-	}
-	fc.rhead = append(fc.rhead, crlf...)
-	if chunked {
-		length = -1
-	}
-	return status, keepUp, length, chunked, nil
-}
-
-func (fc *fastConn) copyN(src *bufio.Reader, n int64) error {
-	for n > 0 {
-		if src.Buffered() == 0 {
-			if _, err := src.Peek(1); err != nil {
-				return upstreamErr{error: err, answered: true}
-			}
-		}
-		b, _ := src.Peek(int(min(n, int64(src.Buffered()))))
-		if _, werr := fc.bw.Write(b); werr != nil {
-			return clientErr{werr}
-		}
-		src.Discard(len(b))
-		n -= int64(len(b))
-	}
-	return nil
-}
-
-// copyChunked forwards a chunked body as is, flushing after each chunk.
-func (fc *fastConn) copyChunked(src *bufio.Reader) error {
-	for {
-		line, err := src.ReadSlice('\n')
-		if err != nil {
-			return upstreamErr{error: err, answered: true}
-		}
-		size := line
-		if i := bytes.IndexByte(size, ';'); i >= 0 {
-			size = size[:i]
-		}
-		n, perr := strconv.ParseInt(string(trimOWS(bytes.TrimRight(size, "\r\n"))), 16, 64)
-		if perr != nil || n < 0 {
-			return upstreamErr{error: errors.New("bad chunk size"), answered: true}
-		}
-		if _, err := fc.bw.Write(line); err != nil {
-			return clientErr{err}
-		}
-		if n == 0 {
-			// Trailers until the blank line.
-			for {
-				t, err := src.ReadSlice('\n')
-				if err != nil {
-					return upstreamErr{error: err, answered: true}
-				}
-				if _, err := fc.bw.Write(t); err != nil {
-					return clientErr{err}
-				}
-				if len(t) <= 2 {
-					return nil
-				}
-			}
-		}
-		if err := fc.copyN(src, n+2); err != nil {
-			return err
-		}
-		if src.Buffered() == 0 {
-			if err := fc.bw.Flush(); err != nil {
-				return clientErr{err}
-			}
-		}
-	}
-}
-
-func (fc *fastConn) copyUntilEOF(src *bufio.Reader) error {
-	buf := buffers.Get().(*[]byte)
-	defer buffers.Put(buf)
-	for {
-		n, err := src.Read(*buf)
-		if n > 0 {
-			if _, werr := fc.bw.Write((*buf)[:n]); werr != nil {
-				return clientErr{werr}
-			}
-			if err := fc.bw.Flush(); err != nil {
-				return clientErr{err}
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return upstreamErr{error: err, answered: true}
-		}
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"sort"
 	"strings"
 	"sync/atomic"
 
@@ -183,21 +184,97 @@ func (m *requestMatcher) match(r *http.Request) bool {
 	return allMatch(m.headers, r.Header)
 }
 
-// hostMatch matches a request host (port stripped, lower case) against a route host:
-// "*" or "" matches all, "*.example.com" matches subdomains, else exact.
-func hostMatch(pattern, host string) bool {
-	if pattern == "*" || pattern == "" {
-		return true
-	}
-	if strings.HasPrefix(pattern, "*.") {
-		return strings.HasSuffix(host, pattern[1:])
-	}
-	return host == pattern
+// Hosts are chosen as Envoy chooses virtual hosts: the most specific pattern that
+// matches the request's host wins — an exact host, then the longest suffix wildcard
+// ("*.example.com", "*-api.example.com"; the "*" stands for at least one character), then
+// the longest prefix wildcard ("api.*"), then "*" — and only that host's routes are
+// tried, in listener order, by path prefix. Hosts are compared in lower case, without
+// the port.
+
+// vhosts are a listener's routes grouped by host pattern.
+type vhosts struct {
+	exact  map[string][]*route
+	suffix []wildcard // longest pattern first
+	prefix []wildcard // longest pattern first
+	any    []*route
 }
 
-func requestHost(r *http.Request) string {
-	h := r.Host
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+// wildcard is the fixed part of a wildcard host pattern and its routes.
+type wildcard struct {
+	fixed  string
+	routes []*route
+}
+
+// newVhosts groups routes by host; a route without hosts is under "*".
+func newVhosts(routes []*route) *vhosts {
+	v := &vhosts{exact: map[string][]*route{}}
+	add := func(ws []wildcard, fixed string, ro *route) []wildcard {
+		for i := range ws {
+			if ws[i].fixed == fixed {
+				ws[i].routes = append(ws[i].routes, ro)
+				return ws
+			}
+		}
+		return append(ws, wildcard{fixed: fixed, routes: []*route{ro}})
+	}
+	for _, ro := range routes {
+		hosts := ro.hosts
+		if len(hosts) == 0 {
+			hosts = []string{"*"}
+		}
+		seen := map[string]bool{}
+		for _, h := range hosts {
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+			switch {
+			case h == "*" || h == "":
+				v.any = append(v.any, ro)
+			case strings.HasPrefix(h, "*"):
+				v.suffix = add(v.suffix, h[1:], ro)
+			case strings.HasSuffix(h, "*"):
+				v.prefix = add(v.prefix, h[:len(h)-1], ro)
+			default:
+				v.exact[h] = append(v.exact[h], ro)
+			}
+		}
+	}
+	longestFirst := func(ws []wildcard) {
+		sort.SliceStable(ws, func(i, j int) bool { return len(ws[i].fixed) > len(ws[j].fixed) })
+	}
+	longestFirst(v.suffix)
+	longestFirst(v.prefix)
+	return v
+}
+
+// routes returns the routes of the most specific host pattern matching host (lower
+// case, no port), or nil.
+func (v *vhosts) routes(host string) []*route {
+	if rs, ok := v.exact[host]; ok {
+		return rs
+	}
+	for i := range v.suffix {
+		if f := v.suffix[i].fixed; len(host) > len(f) && strings.HasSuffix(host, f) {
+			return v.suffix[i].routes
+		}
+	}
+	for i := range v.prefix {
+		if f := v.prefix[i].fixed; len(host) > len(f) && strings.HasPrefix(host, f) {
+			return v.prefix[i].routes
+		}
+	}
+	return v.any
+}
+
+// hostOnly returns a Host value without its port, lower case: "Example.COM:8080" is
+// "example.com", "[::1]:80" is "[::1]".
+func hostOnly(h string) string {
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i >= 0 {
+			h = h[:i+1]
+		}
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
 		h = h[:i]
 	}
 	for i := 0; i < len(h); i++ {

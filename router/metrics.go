@@ -29,6 +29,7 @@ type metrics struct {
 	healthy    *prometheus.GaugeVec     // 1 when an endpoint takes traffic
 	ejections  *prometheus.CounterVec   // passive ejections
 	unmatched  *prometheus.CounterVec   // requests no route matched
+	clientErrs *prometheus.CounterVec   // requests refused or abandoned because of the client
 	mirrorDrop prometheus.Counter       // mirrors dropped (too many in flight, body too large)
 	version    prometheus.Gauge
 	applyErr   prometheus.Counter
@@ -73,6 +74,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_router_unmatched_requests_total",
 			Help: "Requests that matched no route (answered 404).",
 		}, []string{"listener"}),
+		clientErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_router_client_errors_total",
+			Help: "Requests refused or abandoned because of the client (malformed or oversized head, bad framing, body too slow or incomplete); never in the analysis series.",
+		}, []string{"listener", "reason"}),
 		mirrorDrop: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_router_mirror_dropped_total",
 			Help: "Mirror copies not sent: too many in flight or request body too large.",
@@ -88,12 +93,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rcs: map[string]*rcMetrics{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.errors, m.duration, m.excluded, m.spoofed,
-		m.healthy, m.ejections, m.unmatched, m.mirrorDrop, m.version, m.applyErr} {
+		m.healthy, m.ejections, m.unmatched, m.clientErrs, m.mirrorDrop, m.version, m.applyErr} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// clientError counts one request refused or abandoned because of the client.
+func (m *metrics) clientError(listener, reason string) {
+	m.clientErrs.WithLabelValues(listener, reason).Inc()
 }
 
 // Methods with their own label children slot; anything else is labelled OTHER.

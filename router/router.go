@@ -1,38 +1,50 @@
 // Package router is Sluice's native data plane for teams without a mesh: it serves every
 // Listener of a model.Snapshot, splits each route between clusters by weight (exactly, with
 // a lock-free smooth weighted round robin), honours header routes, internal-traffic markers
-// and sticky-session cookies, mirrors requests, health-checks and ejects endpoints, and
-// measures each route and cluster in the series the analyzer queries.
+// and sticky sessions, mirrors requests, health-checks and ejects endpoints, and measures
+// each route and cluster in the series the analyzer queries.
 //
 // The routing table is immutable: Apply builds and validates a new one and swaps it in
 // atomically, so a weight change applies to the very next request and a bad snapshot is
 // refused while the old table keeps serving. Endpoint state (health, ejection, warm-up)
 // is kept per cluster and address across Apply.
 //
+// The router faces clients that may be hostile. Every HTTP/1.1 request head is read by a
+// strict parser (parse.go, RFC 9112/9110) before anything is forwarded; what it refuses
+// is answered (400, 405, 417, 431, 501, 505, 408 on a slow head) and counted in
+// sluice_router_client_errors_total{listener,reason}, never in the analysis series. The
+// hand-written fast path (fast.go) serves plain requests; the rest go to net/http on the
+// same connection after every owed response was written (fast.go explains when). Both
+// front ends route and retry with one policy (policy.go) and share its hop-by-hop list;
+// the fast path's transport is upstream.go, net/http's is http.Transport.
+//
+// Routes are chosen as Envoy chooses virtual hosts (match.go): the most specific host
+// pattern wins, then the first route of that host whose path prefix matches.
+//
 // Metrics, registered on Options.Registerer: http_requests_total, http_errors_total and
 // http_request_duration_seconds, labelled method, route, status_code and cluster, count
 // analysis traffic only — never internal-marked requests from trusted sources, requests
 // served by an endpoint in warm-up, or mirror copies; those go to
 // sluice_router_excluded_requests_total{route,cluster,reason=internal|warmup|mirror,status_code}.
-// A client that hangs up before its answer is recorded with status_code="499" in
-// http_requests_total and the histogram but never in http_errors_total, so it cannot fail
-// a canary. Upstream timeouts answer 504, unreachable upstreams 502, a cluster without
-// endpoints 503. Also: sluice_router_spoofed_marker_total{listener},
-// sluice_router_endpoint_healthy{cluster,endpoint}, sluice_router_endpoint_ejections_total,
-// sluice_router_unmatched_requests_total{listener}, sluice_router_mirror_dropped_total,
-// sluice_router_table_version and sluice_router_apply_errors_total. Label children are
-// created with the table (GET 200 and GET 500 per route and cluster, so error ratios are 0,
-// not absent) and cached per (method, status) after first use: no per-request lookups.
-//
-// Routes match in the order given (host, then path prefix). Plain HTTP/1.1 keep-alive
-// requests take a hand-written fast path (fast.go); connections that need more (Upgrade,
-// chunked or Expect uploads, HTTP/1.0, h2c) and listeners with a mirror route or an h2c
-// cluster are served by net/http and httputil.ReverseProxy (proxy.go), with the same
-// routing decision and metrics.
+// Who is to blame decides the status: a client whose request is malformed, short or too
+// slow gets a 4xx counted as a client error; a client that hangs up (or stops reading)
+// before its answer is recorded with status_code="499" in http_requests_total and the
+// histogram but never in http_errors_total; an upstream that fails after the request was
+// sent is 502 (504 on a timeout), counted against it — a failed connect, or a reused
+// connection that failed before anything was answered, is first retried once (see
+// upstream.send); a cluster without endpoints is 503. Also:
+// sluice_router_spoofed_marker_total{listener}, sluice_router_endpoint_healthy{cluster,endpoint},
+// sluice_router_endpoint_ejections_total, sluice_router_unmatched_requests_total{listener},
+// sluice_router_mirror_dropped_total, sluice_router_table_version and
+// sluice_router_apply_errors_total. Label children are created with the table (GET 200
+// and GET 500 per route and cluster, so error ratios are 0, not absent) and cached per
+// (method, status) after first use: no per-request lookups.
 package router
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -70,6 +82,13 @@ type Options struct {
 	// MaxMirrorBody is the largest request body copied to a mirror (default 1 MiB);
 	// larger requests are forwarded but not mirrored.
 	MaxMirrorBody int64
+	// UpstreamIdleTimeout closes pooled upstream connections idle for longer
+	// (default 60s); a sweeper runs at a quarter of it.
+	UpstreamIdleTimeout time.Duration
+	// StickyKeys are the HMAC keys of sticky-session cookies: the first signs, all verify
+	// (see LoadStickyKeys). Empty: a random key for this process, so cookies do not
+	// survive a restart.
+	StickyKeys [][]byte
 }
 
 // Router serves the listeners of the latest applied snapshot.
@@ -93,6 +112,13 @@ type Router struct {
 	mirrorSem chan struct{}
 	bg        sync.WaitGroup // mirrors and draining listeners
 
+	stickyKeys [][]byte
+	stickyNext atomic.Uint64 // sequence of new sticky buckets
+
+	sweepStop chan struct{}
+	sweepDone chan struct{}
+	sweepOnce sync.Once
+
 	verMu   sync.Mutex
 	applied uint64
 	hasVer  bool
@@ -115,9 +141,6 @@ func New(opts Options) (*Router, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.MaxIdleConnsPerHost <= 0 {
 		opts.MaxIdleConnsPerHost = 1024
 	}
@@ -130,14 +153,29 @@ func New(opts Options) (*Router, error) {
 	if opts.MaxMirrorBody <= 0 {
 		opts.MaxMirrorBody = 1 << 20
 	}
+	if opts.UpstreamIdleTimeout <= 0 {
+		opts.UpstreamIdleTimeout = 60 * time.Second
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	keys := opts.StickyKeys
+	if len(keys) == 0 {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, fmt.Errorf("router sticky key: %w", err)
+		}
+		keys = [][]byte{k}
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("router metrics: %w", err)
 	}
-	return &Router{
+	r := &Router{
 		opts:       opts,
 		log:        opts.Logger,
-		now:        opts.Now,
+		now:        now,
 		metrics:    m,
 		servers:    map[string]*listenerServer{},
 		endpoints:  map[string]*endpoint{},
@@ -148,9 +186,17 @@ func New(opts Options) (*Router, error) {
 				return http.ErrUseLastResponse
 			},
 		},
-		mirrorSem: make(chan struct{}, opts.MaxMirrorsInFlight),
-		verCh:     make(chan struct{}),
-	}, nil
+		mirrorSem:  make(chan struct{}, opts.MaxMirrorsInFlight),
+		verCh:      make(chan struct{}),
+		stickyKeys: keys,
+		sweepStop:  make(chan struct{}),
+		sweepDone:  make(chan struct{}),
+	}
+	var start [8]byte
+	rand.Read(start[:])
+	r.stickyNext.Store(binary.LittleEndian.Uint64(start[:]) % 100)
+	go r.sweep()
+	return r, nil
 }
 
 // ErrClosed is returned by Apply after Shutdown.
@@ -316,6 +362,7 @@ func (r *Router) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	r.stopSweeper()
 	for _, e := range eps {
 		e.stopHealthCheck()
 		e.pool.closeAll()
@@ -338,27 +385,20 @@ func (r *Router) Shutdown(ctx context.Context) error {
 	return errors.Join(<-errs, ctx.Err())
 }
 
-func (r *Router) newServer(addr string, ln net.Listener, lim model.Limits) *listenerServer {
+func (r *Router) newServer(addr string, ln net.Listener, lim limits) *listenerServer {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true) // gRPC clients speak h2c with prior knowledge
-	idle := lim.IdleTimeout
-	if idle <= 0 {
-		idle = 120 * time.Second
-	}
-	rht := lim.ReadTimeout
-	if rht <= 0 {
-		rht = 30 * time.Second
-	}
 	ls := &listenerServer{addr: addr, ln: ln, done: make(chan struct{})}
 	ls.fast = &fastListener{r: r, addr: addr, ln: ln, handoff: newChanListener(ln.Addr()), conns: map[*fastConn]struct{}{}}
 	ls.srv = &http.Server{
 		Handler:           &listenerHandler{r: r, addr: addr, proxy: r.newProxy()},
-		MaxHeaderBytes:    lim.MaxHeaderBytes, // 0: net/http's 1 MiB default
-		IdleTimeout:       idle,
-		ReadHeaderTimeout: rht,
+		MaxHeaderBytes:    lim.maxHead,
+		IdleTimeout:       lim.idle,
+		ReadHeaderTimeout: lim.header,
 		Protocols:         &p,
 		ErrorLog:          zap.NewStdLog(r.log.Named("http")),
+		ConnContext:       handedOffContext,
 	}
 	return ls
 }

@@ -240,70 +240,6 @@ func cookieValue(resp *http.Response, name string) (string, bool) {
 	return "", false
 }
 
-func TestStickySessionsAndResetOnAbort(t *testing.T) {
-	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
-	addr := freeAddr(t)
-	base := twoClusters(addr, stable, canary, 50)
-	base.Listeners[0].StickySessions = &model.StickySessions{Cookie: "sluice-web", MaxAge: time.Hour}
-	r, _ := startRouter(t, base, Options{})
-	c := newClient()
-	// Assign two clients: with a 50/50 smooth split, consecutive requests alternate.
-	assigned := map[string]string{}
-	for i := 0; i < 2; i++ {
-		_, who, resp := get(t, c, "http://"+addr+"/", nil)
-		v, ok := cookieValue(resp, "sluice-web")
-		if !ok || v != who {
-			t.Fatalf("no sticky cookie naming %q (got %q, %v)", who, v, ok)
-		}
-		assigned[who] = v
-	}
-	if len(assigned) != 2 {
-		t.Fatalf("want one client on each cluster, got %v", assigned)
-	}
-	send := func(cookie string) (string, *http.Response) {
-		_, who, resp := get(t, c, "http://"+addr+"/", map[string]string{"Cookie": "sluice-web=" + cookie})
-		return who, resp
-	}
-	for _, w := range []int{50, 80, 99, 1} { // weights move: each client stays put
-		if err := r.Apply(withWeight(base, uint64(w+10), w)); err != nil {
-			t.Fatal(err)
-		}
-		for _, cl := range []string{"stable", "canary"} {
-			for i := 0; i < 5; i++ {
-				who, resp := send(cl)
-				if who != cl {
-					t.Fatalf("weight %d: client pinned to %s went to %s", w, cl, who)
-				}
-				if _, set := cookieValue(resp, "sluice-web"); set {
-					t.Fatalf("weight %d: valid cookie rewritten", w)
-				}
-			}
-		}
-	}
-	// Abort: canary weight 0. The canary cookie is ignored and rewritten to stable.
-	if err := r.Apply(withWeight(base, 200, 0)); err != nil {
-		t.Fatal(err)
-	}
-	who, resp := send("canary")
-	if v, _ := cookieValue(resp, "sluice-web"); who != "stable" || v != "stable" {
-		t.Fatalf("after abort: canary cookie went to %q, cookie now %q", who, v)
-	}
-	// Canary no longer in the route at all.
-	gone := withWeight(base, 201, 0)
-	gone.Listeners[0].Routes[0].Split = nil
-	if err := r.Apply(gone); err != nil {
-		t.Fatal(err)
-	}
-	who, resp = send("canary")
-	if v, _ := cookieValue(resp, "sluice-web"); who != "stable" || v != "stable" {
-		t.Fatalf("canary removed: canary cookie went to %q, cookie now %q", who, v)
-	}
-	// An unknown cluster name in the cookie cannot pick anything either.
-	if who, _ := send("nonexistent"); who != "stable" {
-		t.Fatalf("unknown cookie value went to %q", who)
-	}
-}
-
 func TestMirrorNeverAffectsClient(t *testing.T) {
 	stable, canary := newBackend(t, "stable"), newBackend(t, "canary")
 	canary.status.Store(500)
@@ -801,7 +737,7 @@ func TestNetHTTPPath(t *testing.T) {
 		"headers":  TestHeaderAndCookieOverride,
 		"internal": TestInternalTrafficExcludedFromAnalysis,
 		"spoofed":  TestSpoofedMarkerStrippedAndCounted,
-		"sticky":   TestStickySessionsAndResetOnAbort,
+		"sticky":   TestStickySharesFollowTheWeight,
 		"eject":    TestEjectionAndRecovery,
 		"health":   TestActiveHealthCheckAndConnectRetry,
 		"errors":   TestUpstreamErrors502504499,

@@ -25,17 +25,48 @@ type table struct {
 type listenerTable struct {
 	name      string
 	addr      string
-	limits    model.Limits
+	limits    limits
 	routes    []*route
+	vhosts    *vhosts
 	marker    []headerMatcher // internal-traffic headers; nil: none
-	markerKey []string        // header keys stripped from untrusted requests
+	markerKey []string        // their canonical names: fields so named are stripped from untrusted requests
 	trusted   []netip.Prefix
-	sticky    *model.StickySessions
-	cookieAge int
+	sticky    *stickyCookie // nil: no sticky sessions
 	// fast: no route mirrors and no cluster is h2c, so the fast path may serve it.
 	fast bool
 	// interesting are the canonical header keys decide reads.
 	interesting []string
+}
+
+// limits are a listener's limits with the defaults filled in.
+type limits struct {
+	maxHead                  int
+	idle, header, body, send time.Duration
+}
+
+// Defaults of model.Limits fields left zero.
+const (
+	defaultMaxHeaderBytes = 1 << 20
+	defaultIdleTimeout    = 120 * time.Second
+	defaultHeaderTimeout  = 10 * time.Second
+	defaultBodyTimeout    = 60 * time.Second
+	defaultSendTimeout    = 60 * time.Second
+)
+
+func resolveLimits(l model.Limits) limits {
+	or := func(d, def time.Duration) time.Duration {
+		if d > 0 {
+			return d
+		}
+		return def
+	}
+	lim := limits{maxHead: l.MaxHeaderBytes, idle: or(l.IdleTimeout, defaultIdleTimeout),
+		header: or(l.ReadTimeout, defaultHeaderTimeout), body: or(l.BodyTimeout, defaultBodyTimeout),
+		send: or(l.SendTimeout, defaultSendTimeout)}
+	if lim.maxHead <= 0 {
+		lim.maxHead = defaultMaxHeaderBytes
+	}
+	return lim
 }
 
 type route struct {
@@ -43,7 +74,7 @@ type route struct {
 	hosts        []string
 	prefix       string
 	split        *splitter
-	weights      map[*upstream]int // for sticky validation
+	buckets      *bucketTable // sticky-session buckets → cluster
 	headerRoutes []headerRoute
 	mirrors      []*mirror
 	internal     *upstream // nil: marked requests are routed normally
@@ -109,7 +140,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 		if c.HealthCheck != nil && c.HealthCheck.Path != "" && !strings.HasPrefix(c.HealthCheck.Path, "/") {
 			fail("cluster %s: health check path %q must start with /", c.Name, c.HealthCheck.Path)
 		}
-		u := &upstream{name: c.Name, cfg: c, warmup: c.Warmup, timeout: c.RequestTimeout}
+		u := &upstream{name: c.Name, cfg: c, warmup: c.Warmup, timeout: c.RequestTimeout, headerTimeout: c.ResponseHeaderTimeout}
 		u.transport = r.transportFor(&c)
 		seen := map[string]bool{}
 		for _, ep := range c.Endpoints {
@@ -166,7 +197,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 			fail("listener %s: address %s already used by listener %s", l.Name, l.Address, other.name)
 			continue
 		}
-		lt := &listenerTable{name: l.Name, addr: l.Address, limits: l.Limits, sticky: l.StickySessions}
+		lt := &listenerTable{name: l.Name, addr: l.Address, limits: resolveLimits(l.Limits)}
 		if it := l.InternalTraffic; it != nil && len(it.Headers) > 0 {
 			m, err := compileHeaders(it.Headers)
 			if err != nil {
@@ -182,7 +213,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 			if st.Cookie == "" || !validCookieName(st.Cookie) {
 				fail("listener %s: stickySessions: invalid cookie name %q", l.Name, st.Cookie)
 			}
-			lt.cookieAge = int(st.MaxAge / time.Second)
+			lt.sticky = &stickyCookie{name: st.Cookie, maxAge: int(st.MaxAge / time.Second), keys: r.stickyKeys, next: &r.stickyNext}
 		}
 		routeNames := map[string]bool{}
 		for j := range l.Routes {
@@ -199,7 +230,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 			if rt.PathPrefix != "" && !strings.HasPrefix(rt.PathPrefix, "/") {
 				fail("%s: pathPrefix %q must start with /", where, rt.PathPrefix)
 			}
-			ro := &route{name: name, prefix: rt.PathPrefix, weights: map[*upstream]int{}, metrics: map[*upstream]*rcMetrics{}}
+			ro := &route{name: name, prefix: rt.PathPrefix, metrics: map[*upstream]*rcMetrics{}}
 			for _, h := range rt.Hosts {
 				ro.hosts = append(ro.hosts, strings.ToLower(h))
 			}
@@ -213,12 +244,13 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 			if rt.Split == nil {
 				if base != nil {
 					ro.split = newSplitter([]*upstream{base}, []int{1})
-					ro.weights[base] = 100
+					ro.buckets = newBucketTable(base, []*upstream{base}, []int{100})
 				}
 			} else {
 				sum := 0
 				var ups []*upstream
 				var ws []int
+				seen := map[*upstream]bool{}
 				for _, w := range rt.Split {
 					u := lookup(where+" split", w.Cluster)
 					if w.Weight < 0 || w.Weight > 100 {
@@ -226,11 +258,11 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 					}
 					sum += w.Weight
 					if u != nil {
-						if _, dup := ro.weights[u]; dup {
+						if seen[u] {
 							fail("%s: cluster %s twice in split", where, w.Cluster)
 						}
+						seen[u] = true
 						use(u)
-						ro.weights[u] = w.Weight
 						ups = append(ups, u)
 						ws = append(ws, w.Weight)
 					}
@@ -238,7 +270,8 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 				if sum != 100 {
 					fail("%s: split weights sum to %d, not 100", where, sum)
 				} else if len(ups) == len(rt.Split) {
-					ro.split = newSplitter(ups, ws)
+					ro.buckets = newBucketTable(base, ups, ws)
+					ro.split = newSplitter(ups, append([]int(nil), ws...))
 				}
 			}
 			for _, hr := range rt.HeaderRoutes {
@@ -275,6 +308,7 @@ func (r *Router) build(s *model.Snapshot) (*table, error) {
 			}
 			lt.routes = append(lt.routes, ro)
 		}
+		lt.vhosts = newVhosts(lt.routes)
 		lt.fast = !r.opts.DisableFastPath
 		keys := map[string]bool{}
 		for _, h := range lt.marker {
@@ -344,8 +378,8 @@ func validCookieName(s string) bool {
 	return true
 }
 
-// transportFor returns the shared upstream transport for a cluster's protocol and
-// connect timeout, creating it on first use. Transports are never closed while the
+// transportFor returns the shared upstream transport for a cluster's protocol,
+// connect timeout and response-header timeout, creating it on first use. Transports are never closed while the
 // router runs, so in-flight requests on an old table keep their connections.
 func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 	ct := c.ConnectTimeout
@@ -353,7 +387,7 @@ func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 		ct = 5 * time.Second
 	}
 	h2c := c.Protocol == model.ProtocolH2C
-	key := fmt.Sprintf("%v/%d", h2c, ct)
+	key := fmt.Sprintf("%v/%d/%d", h2c, ct, c.ResponseHeaderTimeout)
 	r.trMu.Lock()
 	defer r.trMu.Unlock()
 	if t, ok := r.transports[key]; ok {
@@ -364,7 +398,8 @@ func (r *Router) transportFor(c *model.Cluster) http.RoundTripper {
 		DialContext:           d.DialContext,
 		MaxIdleConns:          0, // no global cap
 		MaxIdleConnsPerHost:   r.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       r.opts.UpstreamIdleTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
 		DisableCompression:    true,
 		ExpectContinueTimeout: time.Second,
 		WriteBufferSize:       32 << 10,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Sluice's end-to-end tests need when it is missing and this machine can:
-# Debian's prometheus (real Prometheus server), chromium (headless web-view test) and
-# systemd (systemd-analyze checks the unit in deploy/systemd).
-# etcd-server (real etcd for the replicated control plane's tests).
+# Debian's prometheus (real Prometheus server), chromium (headless web-view test),
+# systemd (systemd-analyze checks the unit in deploy/systemd), etcd-server (real etcd for
+# the replicated control plane and the Kubernetes discovery tests), dnsmasq-base (DNS
+# discovery), and a kube-apiserver built from the Go module proxy
+# (scripts/kube-apiserver.sh, kept between runs).
 # Where it can't, it says so loudly; the affected tests then skip with a message, except
 # under CI (CI=true), where they fail instead.
 set -u
@@ -11,6 +13,10 @@ command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(pr
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # deploy: systemd-analyze verify/security
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+if [ -z "${SLUICE_KUBE_APISERVER:-}" ] && command -v go >/dev/null 2>&1; then
+  bash "$(dirname "$0")/kube-apiserver.sh" >/dev/null || echo "test-deps: COULD NOT BUILD kube-apiserver: the Kubernetes discovery e2e test will SKIP (fail under CI)" >&2
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -70,6 +70,9 @@ func init() {
 	register(c)
 }
 
+// stickyKeyFile is the file in the state directory holding the sticky-cookie keys.
+const stickyKeyFile = "sticky-cookie.keys"
+
 // serveOptions configures runServe.
 type serveOptions struct {
 	Files  []string
@@ -258,7 +261,14 @@ func runServe(ctx context.Context, o serveOptions) error {
 	// when something else cannot be bound, no client request has reached Sluice yet.
 	var rt *router.Router
 	if len(cfg.Listeners) > 0 {
-		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: routerReg}); err != nil {
+		// Sticky-session cookies are signed with keys kept in the state directory (alone) or
+		// in etcd (replicated: every router must accept every other's cookies), so they
+		// survive restarts (see router.LoadStickyKeys for rotation).
+		keys, err := stickyKeys(cfg, node)
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: routerReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)
 		}
 		defer func() {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer"
 	"github.com/sluice-mesh/sluice/ha"
 	"github.com/sluice-mesh/sluice/model"
+	"github.com/sluice-mesh/sluice/router"
 )
 
 // Environment variables a replica on store.etcd reads.
@@ -32,8 +36,10 @@ const (
 type replicaNode struct {
 	rep     *ha.Replica
 	ttl     time.Duration
+	prefix  string
 	log     *zap.Logger
 	initial map[string]analyzer.StoredState
+	sticky  [][]byte // the sticky-cookie keys every replica shares
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -58,34 +64,31 @@ func openReplica(ctx context.Context, cfg *model.Config, adminAddr string, log *
 	if err != nil {
 		return nil, fmt.Errorf("store.etcd: %w", err)
 	}
-	n := &replicaNode{rep: rep, ttl: cfg.ControlPlane.Etcd.LeaseTTL, log: log.With(zap.String("replica", id))}
+	n := &replicaNode{rep: rep, ttl: cfg.ControlPlane.Etcd.LeaseTTL, prefix: cfg.ControlPlane.Etcd.Prefix, log: log.With(zap.String("replica", id))}
 	n.ctx, n.cancel = context.WithCancel(ctx)
 	n.log.Info("replica of a replicated control plane", zap.Strings("etcd", cfg.ControlPlane.Etcd.Endpoints),
 		zap.String("prefix", cfg.ControlPlane.Etcd.Prefix), zap.String("advertisedAdmin", advertise),
 		zap.String("configDigest", ha.ConfigDigest(cfg)))
-	if n.initial, err = n.readStates(ctx); err != nil {
+	if err := n.readFromEtcd(ctx); err != nil {
 		_ = rep.Close()
 		return nil, err
 	}
 	return n, nil
 }
 
-// readStates reads every rollout state from etcd, trying again until it answers.
-func (n *replicaNode) readStates(ctx context.Context) (map[string]analyzer.StoredState, error) {
+// readFromEtcd reads what the data planes need before they serve — every rollout state
+// and the shared sticky-cookie keys — trying again until etcd answers.
+func (n *replicaNode) readFromEtcd(ctx context.Context) error {
 	logged := ""
 	for {
 		rctx, cancel := context.WithTimeout(ctx, n.ttl)
-		states, _, err := n.rep.ReadStates(rctx)
+		err := n.read(rctx)
 		cancel()
 		if err == nil {
-			out := make(map[string]analyzer.StoredState, len(states))
-			for name, s := range states {
-				out[name] = analyzer.StoredState{Rollout: name, State: s.State, Revision: s.Revision}
-			}
-			return out, nil
+			return nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		if err.Error() != logged {
 			logged = err.Error()
@@ -94,10 +97,46 @@ func (n *replicaNode) readStates(ctx context.Context) (map[string]analyzer.Store
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(n.ttl / 5):
 		}
 	}
+}
+
+// stickyKeysName is the shared value holding the sticky-cookie keys, in
+// router.LoadStickyKeys's format.
+const stickyKeysName = "sticky-cookie.keys"
+
+func (n *replicaNode) read(ctx context.Context) error {
+	states, _, err := n.rep.ReadStates(ctx)
+	if err != nil {
+		return err
+	}
+	n.initial = make(map[string]analyzer.StoredState, len(states))
+	for name, s := range states {
+		n.initial[name] = analyzer.StoredState{Rollout: name, State: s.State, Revision: s.Revision}
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	initial := "# Sluice sticky-session cookie keys, hex, one per line: the first signs, all verify.\n" + hex.EncodeToString(key) + "\n"
+	b, err := n.rep.Shared(ctx, stickyKeysName, []byte(initial))
+	if err != nil {
+		return err
+	}
+	n.sticky, err = router.ParseStickyKeys("etcd "+n.prefix+"shared/"+stickyKeysName, b)
+	return err
+}
+
+// stickyKeys are the keys that sign sticky-session cookies: replicated, the set every
+// replica shares in etcd (a cookie one router set is valid at every other); alone, the
+// stateDir's file.
+func stickyKeys(cfg *model.Config, node *replicaNode) ([][]byte, error) {
+	if node != nil {
+		return node.sticky, nil
+	}
+	return router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile))
 }
 
 // initialSnapshot is what the data planes serve first: etcd's states, as they are.

@@ -667,12 +667,16 @@ func (c *Controller) commandReplicated(name string, kind CommandKind) error {
 	if _, ok := c.Get(name); !ok {
 		return fmt.Errorf("%w %q", ErrUnknownRollout, name)
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.rep.commandTimeout())
+	timeout := c.rep.commandTimeout()
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
 	out, err := c.rep.repl.Do(ctx, Command{Rollout: name, Kind: kind})
 	if err != nil {
 		if c.ctx.Err() != nil {
 			return ErrStopped
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("etcd did not take the command within %s: is etcd reachable? (%w)", timeout, err)
 		}
 		return &ReplicationError{Rollout: name, Err: err}
 	}

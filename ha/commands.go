@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The operator actions a Command may carry.
@@ -84,16 +87,38 @@ func (r *Replica) Submit(ctx context.Context, c Command) (Command, error) {
 	_, _ = rand.Read(b[:])
 	c.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 	c.From, c.At = r.id, time.Now().UTC()
-	k := r.key(commandsDir, c.ID)
-	resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, mustJSON(c))).Commit()
-	if err != nil {
-		return c, err
+	k, v := r.key(commandsDir, c.ID), mustJSON(c)
+	// A failure that may pass (an etcd leader election after a member died, a member that
+	// went away mid-request) is tried again until ctx ends. A request that timed out may
+	// have committed all the same: then the key holds this very command.
+	for {
+		resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, v)).Else(clientv3.OpGet(k)).Commit()
+		switch {
+		case err == nil && resp.Succeeded:
+			c.Revision = resp.Header.Revision
+			return c, nil
+		case err == nil:
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && string(kvs[0].Value) == v {
+				c.Revision = kvs[0].CreateRevision
+				return c, nil
+			}
+			return c, errors.New("ha: command ID collision; submit again")
+		case ctx.Err() != nil || !transient(err):
+			return c, err
+		}
+		sleep(ctx, 100*time.Millisecond)
 	}
-	if !resp.Succeeded {
-		return c, errors.New("ha: command ID collision; submit again")
+}
+
+// transient reports whether an etcd error may pass on its own: a request that timed out,
+// no etcd leader or a leader change, a member that cannot be reached.
+func transient(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
 	}
-	c.Revision = resp.Header.Revision
-	return c, nil
+	return status.Code(err) == codes.Unavailable
 }
 
 // Withdraw removes a queued command that no leader has taken yet. withdrawn is false

@@ -99,6 +99,7 @@ kind: Cluster
 metadata: {name: greeter-stable}
 spec:
   protocol: h2c
+  warmup: 0s   # a restarted replica's traffic counts at once
   endpoints: [{address: "${STABLE}"}]
 ---
 apiVersion: sluice.dev/v1alpha1
@@ -106,6 +107,7 @@ kind: Cluster
 metadata: {name: greeter-canary}
 spec:
   protocol: h2c
+  warmup: 0s
   endpoints: [{address: "${CANARY}"}]
 ---
 apiVersion: sluice.dev/v1alpha1
@@ -143,7 +145,7 @@ spec:
     # replica label).
     - name: error-ratio
       interval: 1s
-      count: 16
+      count: 100
       failureLimit: 0
       successCondition: result[0] <= 0.05
       provider:
@@ -155,14 +157,14 @@ spec:
     # A web metric the test can hold in flight (gate): the leader's measurements come from it.
     - name: gate
       interval: 1s
-      count: 16
+      count: 100
       successCondition: result == 1
       provider:
         web: {url: "${GATE}", jsonPath: "{$.value}", timeoutSeconds: 20}
     # How many replicas' routers the analysis sees (recorded, never deciding).
     - name: replicas-seen
       interval: 1s
-      count: 16
+      count: 100
       successCondition: result[0] >= 3
       provider:
         prometheus:
@@ -748,4 +750,24 @@ func (g *gate) open() {
 		g.held = false
 		close(g.release)
 	}
+}
+
+// etcdFollower returns the index of a member that is not etcd's raft leader.
+func etcdFollower(t *testing.T, etcd *testenv.EtcdCluster) int {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for i, ep := range etcd.Endpoints() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err == nil && st.Leader != st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("no etcd member says it follows")
+	return -1
 }

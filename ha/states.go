@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -23,14 +24,29 @@ type StateChange struct {
 // and the revision it read at.
 func (r *Replica) States(ctx context.Context) (map[string][]byte, int64, error) {
 	states, rev, err := r.ReadStates(ctx)
-	if err != nil {
-		return nil, 0, err
+	return stateBytes(states), rev, err
+}
+
+// stateBytes drops the revisions of states.
+func stateBytes(states map[string]StateChange) map[string][]byte {
+	if states == nil {
+		return nil
 	}
 	out := make(map[string][]byte, len(states))
 	for k, s := range states {
 		out[k] = s.State
 	}
-	return out, rev, nil
+	return out
+}
+
+// statesOf reads the rollout states in kvs, keys under dir, with their revisions.
+func statesOf(dir string, kvs []*mvccpb.KeyValue) map[string]StateChange {
+	out := map[string]StateChange{}
+	for _, kv := range kvs {
+		name := string(kv.Key[len(dir):])
+		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
+	}
+	return out
 }
 
 // ReadStates is States with each state's own revision (of its last write).
@@ -40,12 +56,7 @@ func (r *Replica) ReadStates(ctx context.Context) (map[string]StateChange, int64
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string]StateChange{}
-	for _, kv := range resp.Kvs {
-		name := string(kv.Key[len(dir):])
-		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
-	}
-	return out, resp.Header.Revision, nil
+	return statesOf(dir, resp.Kvs), resp.Header.Revision, nil
 }
 
 // WatchStates follows the rollout states: first every current state, then each change

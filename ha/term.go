@@ -190,14 +190,7 @@ func (t *Term) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op)
 // deciding anything. It returns the revision it read at.
 func (t *Term) Load(ctx context.Context) (map[string][]byte, int64, error) {
 	states, rev, err := t.LoadStates(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make(map[string][]byte, len(states))
-	for k, s := range states {
-		out[k] = s.State
-	}
-	return out, rev, nil
+	return stateBytes(states), rev, err
 }
 
 // LoadStates is Load with each state's own revision (the revision of its last write,
@@ -208,12 +201,7 @@ func (t *Term) LoadStates(ctx context.Context) (map[string]StateChange, int64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string]StateChange{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		name := string(kv.Key[len(dir):])
-		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
-	}
-	return out, resp.Header.Revision, nil
+	return statesOf(dir, resp.Responses[0].GetResponseRange().Kvs), resp.Header.Revision, nil
 }
 
 // Save writes a rollout's state (opaque bytes: the analyzer's State JSON) if this term

@@ -352,25 +352,13 @@ type failRow struct {
 // decision.
 func (b *bench) failover(ttl time.Duration, kills int) (failRow, error) {
 	r := failRow{ttl: ttl, load: loadAvg()}
-	prefix := fmt.Sprintf("/bench-failover-%d/", time.Now().UnixNano())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := b.watch(ctx, prefix)
-	var reps []*replica
-	defer func() {
-		for _, x := range reps {
-			x.kill()
-		}
-	}()
-	for range 3 {
-		x, err := b.start(prefix, ttl, pulseRollout)
-		if err != nil {
-			return r, err
-		}
-		reps = append(reps, x)
+	prefix, events, reps, done, err := b.three("failover", ttl, pulseRollout, 0)
+	defer done()
+	if err != nil {
+		return r, err
 	}
 	for k := range kills {
-		leader, err := waitFleet(reps, 3)
+		leader, err := waitFleet(*reps, 3)
 		if err != nil {
 			return r, err
 		}
@@ -383,7 +371,7 @@ func (b *bench) failover(ttl time.Duration, kills int) (failRow, error) {
 		}
 		killed := time.Now()
 		leader.kill()
-		reps = slices.DeleteFunc(reps, func(x *replica) bool { return x == leader })
+		*reps = slices.DeleteFunc(*reps, func(x *replica) bool { return x == leader })
 		var claimRev int64
 		var claim, decide time.Duration
 		timeout := time.After(ttl*3 + 30*time.Second)
@@ -409,9 +397,38 @@ func (b *bench) failover(ttl time.Duration, kills int) (failRow, error) {
 		if err != nil {
 			return r, err
 		}
-		reps = append(reps, x)
+		*reps = append(*reps, x)
 	}
 	return r, nil
+}
+
+// three starts three replicas on a new prefix with a watch on it (each with n simulated
+// Envoys when n > 0). done kills whatever replicas *reps holds then.
+func (b *bench) three(kind string, ttl time.Duration, rollout string, n int) (prefix string, events <-chan event, reps *[]*replica, done func(), err error) {
+	prefix = fmt.Sprintf("/bench-%s-%d/", kind, time.Now().UnixNano())
+	ctx, cancel := context.WithCancel(context.Background())
+	events = b.watch(ctx, prefix)
+	reps = &[]*replica{}
+	done = func() {
+		cancel()
+		for _, x := range *reps {
+			x.kill()
+		}
+		*reps = nil
+	}
+	for range 3 {
+		x, err := b.start(prefix, ttl, rollout)
+		if err != nil {
+			return prefix, events, reps, done, err
+		}
+		*reps = append(*reps, x)
+		if n > 0 {
+			if err := b.startFleet(x, n); err != nil {
+				return prefix, events, reps, done, err
+			}
+		}
+	}
+	return prefix, events, reps, done, nil
 }
 
 type fanRow struct {
@@ -423,33 +440,18 @@ type fanRow struct {
 // fanout times weight changes with n simulated Envoys on each of three replicas.
 func (b *bench) fanout(n, changes int) (fanRow, error) {
 	r := fanRow{n: n, load: loadAvg()}
-	prefix := fmt.Sprintf("/bench-fanout-%d/", time.Now().UnixNano())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	events := b.watch(ctx, prefix)
-	var reps []*replica
-	defer func() {
-		for _, x := range reps {
-			x.kill()
-		}
-	}()
-	for range 3 {
-		x, err := b.start(prefix, 2*time.Second, stairsRollout())
-		if err != nil {
-			return r, err
-		}
-		reps = append(reps, x)
-		if err := b.startFleet(x, n); err != nil {
-			return r, err
-		}
-	}
-	leader, err := waitFleet(reps, 3)
+	_, events, reps, done, err := b.three("fanout", 2*time.Second, stairsRollout(), n)
+	defer done()
 	if err != nil {
 		return r, err
 	}
-	follower := reps[0]
+	leader, err := waitFleet(*reps, 3)
+	if err != nil {
+		return r, err
+	}
+	follower := (*reps)[0]
 	if follower == leader {
-		follower = reps[1]
+		follower = (*reps)[1]
 	}
 	state := func(ev event) (*analyzer.State, bool) {
 		if ev.key != "states/api" {
@@ -497,10 +499,7 @@ func (b *bench) fanout(n, changes int) (fanRow, error) {
 			applied.Sub(committed).Round(100*time.Microsecond), applied.Sub(t0).Round(100*time.Microsecond))
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, x := range reps {
-		x.kill()
-	}
-	reps = nil
+	done()
 	if r.single, err = b.single(3*n, changes); err != nil {
 		return r, err
 	}

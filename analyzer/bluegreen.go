@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/sluice-mesh/sluice/model"
@@ -36,11 +37,34 @@ func (m *machine) beforeSwitch() bool {
 		st.Phase = PhaseProgressing
 		return false
 	}
+	why := "promoted by operator"
+	switch {
+	case st.FullPromotion:
+		why = "promoted --full by operator"
+	case !st.SwitchRequested:
+		if !m.previewReady() {
+			return false
+		}
+		why = "auto promotion"
+	}
+	// The switch sends every request to the preview: never to a dead one.
+	if !m.canaryHealthy() {
+		return false
+	}
+	m.switchOver(why)
+	return true
+}
+
+// previewReady runs what gates an automatic switch: the pre-promotion analysis, then a
+// manual promotion (autoPromotionEnabled false) or autoPromotionSeconds.
+func (m *machine) previewReady() bool {
+	st := &m.st
+	bg := m.r.BlueGreen
 	if bg.PrePromotionAnalysis != nil {
 		r := m.findRun(KindPrePromotion, 0)
 		if r == nil {
 			m.startRun(KindPrePromotion, 0, bg.PrePromotionAnalysis)
-			return true
+			return false
 		}
 		switch m.gate(r, "pre-promotion analysis", "switch") {
 		case gateStopped:
@@ -64,12 +88,11 @@ func (m *machine) beforeSwitch() bool {
 		if m.now.Before(until) {
 			st.PauseUntil = &until
 			st.Phase = PhasePaused
-			st.Message = "auto promotion at " + until.UTC().Format(time.RFC3339)
+			st.Message = fmt.Sprintf("preview ready: auto promotion after autoPromotionSeconds (%d)", bg.AutoPromotionSeconds)
 			return false
 		}
 		st.PauseUntil = nil
 	}
-	m.switchOver("auto promotion")
 	return true
 }
 
@@ -83,6 +106,10 @@ func (m *machine) afterSwitch() bool {
 		t := m.now
 		st.SwitchedAt = &t
 		m.stepDone("switched: " + st.Canary + " is active")
+	}
+	if st.FullPromotion {
+		m.promoted("promoted --full: " + st.Canary + " is active")
+		return false
 	}
 	if bg.PostPromotionAnalysis != nil {
 		r := m.findRun(KindPostPromotion, 1)
@@ -107,7 +134,7 @@ func (m *machine) afterSwitch() bool {
 	}
 	if end := st.SwitchedAt.Add(time.Duration(bg.ScaleDownDelaySeconds) * time.Second); m.now.Before(end) {
 		st.Phase = PhaseProgressing
-		st.Message = "switched; abort switches back to " + st.Stable + " until " + end.UTC().Format(time.RFC3339)
+		st.Message = fmt.Sprintf("switched; abort switches back to %s until scaleDownDelaySeconds (%d) have passed", st.Stable, bg.ScaleDownDelaySeconds)
 		return false
 	}
 	m.promoted("promoted: " + st.Canary + " is active")
@@ -126,6 +153,7 @@ func (m *machine) hasPreviewRoute() bool {
 // switchOver is blue/green's atomic 0→100 change (the preview route goes with it).
 func (m *machine) switchOver(msg string) {
 	m.st.Switched = true
+	m.st.SwitchRequested = false
 	m.st.Paused, m.st.PauseUntil = false, nil
 	m.st.Phase = PhaseProgressing
 	m.st.Message = "switching: " + msg

@@ -2,7 +2,6 @@ package analyzer
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/sluice-mesh/sluice/model"
 )
@@ -30,7 +29,14 @@ func (m *machine) advanceCanary() bool {
 	}
 	if st.Step >= len(c.Steps) {
 		if m.wantsRouting(100) {
-			m.complete("all steps completed")
+			if st.SetWeight < 100 && !m.canaryHealthy() {
+				return false
+			}
+			if st.FullPromotion {
+				m.complete("promoted --full by operator")
+			} else {
+				m.complete("all steps completed")
+			}
 			return true
 		}
 		m.promoted("promoted: " + st.Canary + " serves 100%")
@@ -45,6 +51,9 @@ func (m *machine) advanceCanary() bool {
 	case s.SetWeight != nil:
 		w := min(max(*s.SetWeight, 0), 100)
 		if st.SetWeight != w {
+			if w > st.SetWeight && !m.canaryHealthy() {
+				return false
+			}
 			m.setRouting(w, st.HeaderRoutes, st.Mirrors)
 			st.Message = fmt.Sprintf("setting weight %d", w)
 			return false
@@ -103,7 +112,7 @@ func (m *machine) pauseStep(p *model.Pause) bool {
 	if st.PauseUntil == nil {
 		until := m.now.Add(*p.Duration)
 		st.PauseUntil = &until
-		st.Message = "paused until " + until.UTC().Format(time.RFC3339)
+		st.Message = "paused for " + p.Duration.String()
 		m.event(EventPaused, st.Message)
 	}
 	if m.now.Before(*st.PauseUntil) {
@@ -118,6 +127,7 @@ func (m *machine) pauseStep(p *model.Pause) bool {
 func (m *machine) stepDone(msg string) {
 	m.event(EventStepCompleted, msg)
 	m.st.Step++
+	m.st.HealthWaitSince = nil
 }
 
 // liveBackground is the current background run (not acknowledged by a promote), or nil.

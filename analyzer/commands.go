@@ -65,9 +65,16 @@ func (m *machine) command(c CommandKind) {
 		now := m.now
 		m.abort(AbortByOperator, &now, "aborted by operator")
 	case CmdPromoteFull:
+		// Every remaining step (blue/green: the analyses and delays) is skipped; the
+		// raise to 100% still waits for a healthy canary (advance).
 		m.st.Paused, m.st.PauseUntil = false, nil
 		m.terminateRuns("promoted --full by operator")
-		m.complete("promoted --full by operator")
+		m.st.FullPromotion = true
+		m.st.Message = "promoted --full by operator"
+		if m.r.Canary != nil {
+			m.st.Step = len(m.r.Canary.Steps)
+		}
+		m.event(EventResumed, "promoted --full by operator")
 	case CmdPromote:
 		m.promote()
 	case CmdRetry:
@@ -76,13 +83,13 @@ func (m *machine) command(c CommandKind) {
 			Schema: SchemaVersion, Rollout: m.r.Name, Revision: m.r.Revision, Stable: prev.Stable, Canary: prev.Canary,
 			Phase: PhaseProgressing, StartedAt: m.now, Gen: prev.Gen, AppliedGen: prev.AppliedGen,
 			ActualWeight: prev.ActualWeight, SetWeight: prev.SetWeight, NextRun: prev.NextRun,
-			History: prev.History,
+			History:  []WeightPoint{{Time: m.now, SetWeight: prev.SetWeight, ActualWeight: max(prev.ActualWeight, 0)}},
+			Releases: archive(&prev, m.now),
 		}
 		m.event(EventStarted, "retried from step 0")
 	case CmdStart:
 		prev := m.st
 		m.st = NewState(m.r, &prev, m.now)
-		m.st.History = prev.History
 		m.event(EventStarted, fmt.Sprintf("release %s started: stable %s, canary %s", m.st.Revision, m.st.Stable, m.st.Canary))
 	}
 }
@@ -100,7 +107,11 @@ func (m *machine) promote() {
 					m.endRun(r, MeasurementSuccessful, "skipped by promote")
 				}
 			}
-			m.switchOver("promoted by operator")
+			// The switch itself still waits for a healthy preview (beforeSwitch).
+			m.st.SwitchRequested = true
+			m.st.Phase = PhaseProgressing
+			m.st.Message = "promoted by operator: switching"
+			m.event(EventResumed, "promoted by operator")
 			return
 		}
 		// After the switch: an inconclusive post-promotion analysis is accepted.

@@ -60,6 +60,11 @@ type Options struct {
 	AckTimeout time.Duration
 	// Tick is the longest the loop sleeps between steps (default 1 s).
 	Tick time.Duration
+	// Health are the data planes' views of cluster health, asked on every tick: a step
+	// that raises the canary's weight waits for a healthy canary endpoint in each
+	// (health.go), changes are healthChanged events, and status shows them. None:
+	// nothing to wait for.
+	Health []HealthSource
 	// Replication, when set, makes this controller one replica of several (leader.go):
 	// it decides only while it leads, and states live in etcd (StateDir and Store are
 	// not used). InitialStates are the states read from etcd before the data planes
@@ -105,8 +110,25 @@ type Controller struct {
 	pubGen   map[string]uint64 // rollout → Gen in the last snapshot handed to the publisher
 	dirty    bool              // config changed: publish even without a Gen change
 	snap     *model.Snapshot
-	unsaved  map[string]*saveRetry // rollouts whose in-memory state is not durable yet
-	saveErrs map[string]string     // last save error logged per rollout (logged once each)
+	unsaved  map[string]*saveRetry    // rollouts whose in-memory state is not durable yet
+	saveErrs map[string]string        // last save error logged per rollout (logged once each)
+	health   map[string]ClusterHealth // the data planes' last view, by cluster
+	recent   map[string][]Event       // each rollout's latest events (maxRecentEvents), newest last
+
+	reloadMu  sync.Mutex
+	reloadErr *ReloadError // the last reload refused, nil once one succeeds
+}
+
+// maxRecentEvents bounds the events status shows per rollout.
+const maxRecentEvents = 20
+
+// ReloadError is a configuration reload that was refused: the running configuration
+// stayed. Status shows it until a reload succeeds.
+type ReloadError struct {
+	Message string `json:"message"`
+	// Diagnostics are the problems, one FILE:LINE: message each.
+	Diagnostics []string  `json:"diagnostics,omitempty"`
+	At          time.Time `json:"at"`
 }
 
 // readView is what reads see: the statuses and snapshot of the last decision.
@@ -168,7 +190,7 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 		opts: opts, log: opts.Logger, clock: opts.Clock, store: opts.Store,
 		wake: make(chan struct{}, 1), reqs: make(chan request), states: map[string]*State{},
 		inbox: map[string]*Inputs{}, pubGen: map[string]uint64{}, unsaved: map[string]*saveRetry{},
-		saveErrs: map[string]string{},
+		saveErrs: map[string]string{}, recent: map[string][]Event{},
 	}
 	if c.log == nil {
 		c.log = zap.NewNop()
@@ -215,6 +237,7 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 		return nil, err
 	}
 	c.setAckTimeout(cfg)
+	c.pollHealth()
 	c.pub = newPublisher(c.ctx, opts.DataPlanes, c.log, c.ackTimeout, c.clock, report)
 	c.dirty = true
 	c.publish()
@@ -387,9 +410,11 @@ func (c *Controller) requeue(name string, in Inputs) {
 	p.Applied = append(in.Applied, p.Applied...)
 }
 
-// tick steps every rollout with its queued inputs, retries saves that failed, publishes.
-// Replicated, only the leader steps (decides); every replica publishes and reports.
+// tick reads the data planes' health, steps every rollout with its queued inputs,
+// retries saves that failed, publishes. Replicated, only the leader steps (decides);
+// every replica publishes and reports.
 func (c *Controller) tick() {
+	c.pollHealth()
 	if c.decides() {
 		if c.rep != nil {
 			c.reconcile(c.clock.Now())
@@ -442,6 +467,7 @@ func (c *Controller) step(name string, in Inputs) error {
 		return fmt.Errorf("%w %q", ErrUnknownRollout, name)
 	}
 	now := c.clock.Now()
+	in.Health = c.health
 	st, actions := Step(r, *old, now, in)
 	retry := c.unsaved[name]
 	// Replicated, nothing takes effect unsaved: another replica may lead (leader.go).
@@ -614,9 +640,14 @@ func (c *Controller) emit(e *Event) {
 	c.metrics.events.WithLabelValues(e.Rollout, e.Type).Inc()
 	if c.rep != nil && !c.rep.valid() {
 		c.log.Warn("event not sent to webhooks: this replica no longer leads", zap.String("event", e.Type), zap.String("rollout", e.Rollout))
-		return
+	} else {
+		c.hooks.send(e)
 	}
-	c.hooks.send(e)
+	rec := append(c.recent[e.Rollout], *e)
+	if len(rec) > maxRecentEvents {
+		rec = rec[len(rec)-maxRecentEvents:]
+	}
+	c.recent[e.Rollout] = rec
 }
 
 // ackTimeout bounds WaitApplied; the publisher reads it on its own goroutine.
@@ -664,6 +695,9 @@ func (c *Controller) applied(gens map[string]Applied) {
 // publishView makes the current statuses and snapshot what reads return.
 func (c *Controller) publishView() {
 	v := &readView{statuses: make(map[string]RolloutStatus, len(c.states)), snap: c.snap}
+	c.reloadMu.Lock()
+	reloadErr := c.reloadErr
+	c.reloadMu.Unlock()
 	for i := range c.cfg.Rollouts {
 		r := &c.cfg.Rollouts[i]
 		st := c.states[r.Name]
@@ -674,6 +708,14 @@ func (c *Controller) publishView() {
 		if u := c.unsaved[r.Name]; u != nil {
 			s.PersistError = u.err.Error()
 		}
+		for _, cl := range []struct{ name, role string }{{st.Stable, "stable"}, {st.Canary, "canary"}} {
+			if cl.name != "" {
+				s.Clusters = append(s.Clusters, ClusterStatus{Name: cl.name, Role: cl.role,
+					Planes: append(ClusterHealth{}, c.health[cl.name]...)})
+			}
+		}
+		s.Events = append([]Event{}, c.recent[r.Name]...)
+		s.ReloadError = reloadErr
 		v.order = append(v.order, r.Name)
 		v.statuses[r.Name] = s
 	}
@@ -707,7 +749,6 @@ func (c *Controller) reload(cfg *model.Config) error {
 		}
 		st := NewState(r, prev, now)
 		if prev != nil {
-			st.History = prev.History
 			replaced = append(replaced, prev)
 		}
 		if err := c.store.Save(&st); err != nil {
@@ -725,6 +766,7 @@ func (c *Controller) reload(cfg *model.Config) error {
 			delete(c.pubGen, n)
 			delete(c.unsaved, n)
 			delete(c.saveErrs, n)
+			delete(c.recent, n)
 		}
 	}
 	for _, st := range replaced {
@@ -734,11 +776,28 @@ func (c *Controller) reload(cfg *model.Config) error {
 	c.setAckTimeout(cfg)
 	c.states = next
 	c.dirty = true
+	c.reloadMu.Lock()
+	c.reloadErr = nil
+	c.reloadMu.Unlock()
 	for _, e := range events {
 		c.emit(e)
 	}
 	c.tick()
 	return nil
+}
+
+// SetReloadError records a refused configuration reload, for status (nil clears it; a
+// successful Reload clears it too): why, the diagnostics (FILE:LINE: message each) and
+// when. The running configuration is unaffected.
+func (c *Controller) SetReloadError(err error, diagnostics []string) {
+	var re *ReloadError
+	if err != nil {
+		re = &ReloadError{Message: err.Error(), Diagnostics: append([]string(nil), diagnostics...), At: c.clock.Now()}
+	}
+	c.reloadMu.Lock()
+	c.reloadErr = re
+	c.reloadMu.Unlock()
+	c.poke() // the next tick publishes it
 }
 
 // ErrUnknownRollout is returned for a name the config does not declare.

@@ -54,7 +54,7 @@
 //     stay: the stable kept serving.
 //   - Full promotion (all steps done, or promote --full): the Canary serves 100% and the
 //     rollout is Healthy (Completed) until the next release.
-//   - Abort (failed/errored analysis, operator, data-plane error): weight 0, header and
+//   - Abort (failed/errored analysis, operator, data-plane error, progress deadline): weight 0, header and
 //     mirror routes and the internal-traffic target removed in the same snapshot; the
 //     rollout stays Degraded (also across restarts) until Retry (same release, from
 //     step 0) or Start (a new release).
@@ -80,14 +80,42 @@
 // vector, NaN, null) that the conditions would pass without handling it themselves is
 // Inconclusive (internal/condition). Before a prometheus measurement
 // counts, each compared cluster must have served MinRequests requests (metric's
-// minRequests, else ControlPlane.MinRequests) in the metric's window
-// (RequestsQuery); otherwise the measurement is LowTraffic: shown, not counted, and the
-// metric tries again after its interval. The count reads the router's
-// http_requests_total{cluster=...}, else Envoy's envoy_cluster_upstream_rq_total; a
-// Prometheus holding neither for a cluster (only a service's own metrics) cannot gate,
-// and each measurement then says "minRequests not enforced". Blue/green checks only the cluster serving
-// traffic (none before the switch, the new active after it). A provider may also answer
-// Running (the judge, until it decides): shown, not counted.
+// minRequests, else ControlPlane.MinRequests) in the metric's traffic window
+// (TrafficWindow: the longest range its query reads, else its interval, else 1m; at
+// least 10 s), counted with RequestsQuery; otherwise the measurement is LowTraffic:
+// shown, not counted, and the metric tries again after its interval. In the built-in
+// store (no address) the count reads the router's http_requests_total{cluster=...},
+// and a cluster without a series there has served 0 requests. Another Prometheus is
+// read for the router's counter, else Envoy's envoy_cluster_upstream_rq_total; one
+// holding neither for a cluster (only a service's own metrics) cannot gate, and each
+// measurement then says "minRequests not enforced". Blue/green checks only the cluster
+// serving traffic (none before the switch, the new active after it). A provider may also
+// answer Running (the judge, until it decides): shown, not counted.
+//
+// # Health
+//
+// A step that raises the canary's weight (a higher setWeight, the final 100%, promote
+// --full, blue/green's switch) waits until the canary cluster has a healthy endpoint in
+// every data plane that carries it (health.go). The controller asks each data plane
+// (Options.Health: the router's health checks and ejections, the endpoints the xDS
+// server serves) on every tick and hands the answers to Step as Inputs.Health, so Step
+// stays pure. While it waits the phase is Progressing, the message "waiting for healthy
+// canary endpoints: 0/1 (router)"; after the rollout's ProgressDeadline (Argo's
+// progressDeadlineSeconds, default 600 s), counted from when the wait began and kept
+// across restarts, the rollout aborts. A data plane also reports ejected endpoints
+// (passive outlier detection): shown, never waited on. A change of a cluster's healthy,
+// ejected or total endpoints is a healthChanged event of each rollout using it, and the
+// gauges sluice_cluster_{healthy,ejected}_endpoints and sluice_cluster_endpoints
+// {cluster,plane} follow the data planes' views.
+//
+// # Status
+//
+// StatusOf renders the state: the step list with the current step, what the step waits
+// for (Waiting, WaitDeadline), the operator commands valid now (Actions, from
+// CheckCommand), the current release's weight history and the earlier releases
+// (State.Releases: the last 10, each with its outcome, reason, weight history and
+// analysis runs). The controller adds each cluster's endpoints per data plane, the
+// rollout's latest events and the last refused reload (SetReloadError).
 //
 // Providers (ProviderMeasurer): prometheus without an address is evaluated by
 // Options.Embedded (the in-process store), with an address through the server's HTTP API
@@ -101,7 +129,7 @@
 // (unreachable, timeout, HTTP error) is Error, never Successful.
 //
 // Observability: events (started, stepCompleted, paused, resumed, aborted, promoted,
-// analysisFailed) are logged, counted in sluice_rollout_events_total and POSTed as JSON
+// analysisFailed, waitingForHealth, healthChanged) are logged, counted in sluice_rollout_events_total and POSTed as JSON
 // to webhooks (own goroutine per hook, timeout, retries; a full queue drops and logs).
 // Gauges sluice_rollout_phase{rollout,phase} and sluice_rollout_weight{rollout,kind=set|actual},
 // counter sluice_analysis_measurements_total{rollout,metric,phase}, histogram

@@ -23,11 +23,10 @@ import (
 // provider's prometheusAddress. Pass it as Options.Judge.
 //
 // A session starts at the metric's first measurement with the counters at that moment.
-// What it saves (Save, kept in the rollout's State) is a record of the session, not the
-// judge's evidence: analyzer/judge offers no serialisable session state yet. So a
-// session restored after a restart starts a fresh test from the counters at that
-// moment, and its measurements say so; its decision is never inherited from before the
-// restart. The state slot is where the judge's own state goes once it has one.
+// What it saves (Save, kept in the rollout's State) is the judge's own session state —
+// its blocks, evidence and burn-in origin — so a session restored after a restart
+// continues the same test: the router's counters start again from zero in the new
+// process, which the judge sees as a reset and skips for one interval.
 func NewJudgeFactory(router prometheus.Gatherer) JudgeFactory {
 	return func(m model.Metric, baseline, canary string, restore json.RawMessage) (JudgeSession, error) {
 		p := m.Provider.Judge
@@ -56,8 +55,10 @@ func NewJudgeFactory(router prometheus.Gatherer) JudgeFactory {
 		if len(restore) > 0 {
 			var prev judgeRecord
 			if err := json.Unmarshal(restore, &prev); err == nil {
-				js.rec.Restarts = prev.Restarts + 1
-				js.restartedFrom = prev.StartedAt
+				js.rec.StartedAt, js.rec.Restarts = prev.StartedAt, prev.Restarts+1
+				if prev.Session != nil {
+					js.resumed = js.t.Restore(*prev.Session) == nil
+				}
 			}
 			js.restarted = true
 		}
@@ -65,11 +66,12 @@ func NewJudgeFactory(router prometheus.Gatherer) JudgeFactory {
 	}
 }
 
-// judgeRecord is what a judge session saves: when it started and how many times Sluice
-// restarted under it.
+// judgeRecord is what a judge session saves: when it started, how many times Sluice
+// restarted under it, and the judge's session state (nil before its first update).
 type judgeRecord struct {
-	StartedAt time.Time `json:"startedAt"`
-	Restarts  int       `json:"restarts,omitempty"`
+	StartedAt time.Time           `json:"startedAt"`
+	Restarts  int                 `json:"restarts,omitempty"`
+	Session   *judge.SessionState `json:"session,omitempty"`
 }
 
 // judgeSession adapts a judge.Tracker to JudgeSession.
@@ -77,16 +79,28 @@ type judgeSession struct {
 	mu  sync.Mutex
 	t   *judge.Tracker
 	rec judgeRecord
-	// restarted: this session replaces one that lived before Sluice restarted.
-	restarted     bool
-	restartedFrom time.Time
+	// restarted: this session replaces one that lived before Sluice restarted; resumed:
+	// and it continues that session's test (its state was saved and restored).
+	restarted, resumed bool
 }
 
-// Save returns the session's record (see NewJudgeFactory).
+// Save returns the session's record with the judge's state (see NewJudgeFactory). A
+// state that cannot be encoded is left out: the record alone then restarts the test.
 func (j *judgeSession) Save() (json.RawMessage, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return json.Marshal(j.rec)
+	rec := j.rec
+	if j.t != nil {
+		if st, ok := j.t.State(); ok {
+			rec.Session = &st
+		}
+	}
+	b, err := json.Marshal(rec)
+	if err != nil && rec.Session != nil {
+		rec.Session = nil
+		return json.Marshal(rec)
+	}
+	return b, err
 }
 
 // Terminate ends the session; the tracker holds nothing that needs closing.
@@ -112,9 +126,13 @@ func (j *judgeSession) Update(ctx context.Context, now time.Time) Measurement {
 		return Measurement{Phase: MeasurementError, Message: "judge: " + err.Error()}
 	}
 	msg := res.Message
-	if j.restarted {
-		msg = fmt.Sprintf("judge restarted at %s after Sluice restarted (session began %s): the evidence before the restart is not carried over; %s",
-			j.rec.StartedAt.UTC().Format(time.RFC3339), j.restartedFrom.UTC().Format(time.RFC3339), msg)
+	switch {
+	case j.restarted && j.resumed:
+		msg = fmt.Sprintf("judge resumed after Sluice restarted (session began %s, evidence kept); %s",
+			j.rec.StartedAt.Local().Format(time.RFC3339), msg)
+	case j.restarted:
+		msg = fmt.Sprintf("judge started over after Sluice restarted (the earlier session, begun %s, left no state to resume); %s",
+			j.rec.StartedAt.Local().Format(time.RFC3339), msg)
 	}
 	ms := Measurement{Message: msg, Details: map[string]float64{},
 		Value: strconv.FormatFloat(res.Estimate, 'g', 4, 64), Values: []float64{res.Estimate}}

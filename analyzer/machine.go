@@ -40,6 +40,11 @@ type Inputs struct {
 	Results  []Result
 	Applied  []Applied
 	Commands []CommandKind
+	// Health is the data planes' current view of the clusters, by cluster name (only
+	// the planes that carry each). A step that raises the canary's weight waits for a
+	// healthy canary endpoint in each (health.go); nil: no data plane reports health,
+	// nothing to wait for.
+	Health map[string]ClusterHealth
 }
 
 // Action is something the Controller must do after a Step: *MeasureAction,
@@ -73,6 +78,13 @@ const (
 	EventAborted        = "aborted"
 	EventPromoted       = "promoted"
 	EventAnalysisFailed = "analysisFailed"
+	// EventWaitingForHealth: a step that raises the canary's weight began waiting for a
+	// healthy canary endpoint.
+	EventWaitingForHealth = "waitingForHealth"
+	// EventHealthChanged: the number of healthy (or all) endpoints of one of the
+	// rollout's clusters changed in a data plane (an ejection, a failed health check, a
+	// recovery). The controller emits it; the machine never does.
+	EventHealthChanged = "healthChanged"
 )
 
 // Event is a rollout event: logged, counted, and POSTed to webhooks.
@@ -95,6 +107,9 @@ const (
 	AbortByAnalysis  = "analysis"
 	AbortByOperator  = "operator"
 	AbortByDataPlane = "dataPlane"
+	// AbortByProgressDeadline: a step waited longer than the progress deadline for a
+	// healthy canary endpoint.
+	AbortByProgressDeadline = "progressDeadline"
 )
 
 // NewState returns the state of a fresh release of r, starting at step 0 with weight 0.
@@ -117,8 +132,9 @@ func NewState(r *model.Rollout, prev *State, now time.Time) State {
 		if st.Stable != prev.Stable {
 			st.ActualWeight = 100 - prev.ActualWeight
 		}
+		st.Releases = archive(prev, now)
 	}
-	st.History = []WeightPoint{{Time: now}}
+	st.History = []WeightPoint{{Time: now, ActualWeight: max(st.ActualWeight, 0)}}
 	return st
 }
 
@@ -138,6 +154,7 @@ type machine struct {
 	r       *model.Rollout
 	st      State
 	now     time.Time
+	health  map[string]ClusterHealth
 	actions []Action
 }
 
@@ -145,7 +162,7 @@ type machine struct {
 // the new state and what to do. It is pure: no I/O, no clock, no randomness. The caller
 // persists the new state before acting on it, and applies the routing (Gen) it wants.
 func Step(r *model.Rollout, st State, now time.Time, in Inputs) (State, []Action) {
-	m := &machine{r: r, st: st.clone(), now: now}
+	m := &machine{r: r, st: st.clone(), now: now, health: in.Health}
 	for _, a := range in.Applied {
 		m.applied(a)
 	}
@@ -197,10 +214,7 @@ func (m *machine) history() {
 	if len(h) > 0 && h[len(h)-1].SetWeight == m.st.SetWeight && h[len(h)-1].ActualWeight == aw {
 		return
 	}
-	m.st.History = append(h, WeightPoint{Time: m.now, SetWeight: m.st.SetWeight, ActualWeight: aw})
-	if len(m.st.History) > 200 {
-		m.st.History = m.st.History[len(m.st.History)-200:]
-	}
+	m.st.History = thinHistory(append(h, WeightPoint{Time: m.now, SetWeight: m.st.SetWeight, ActualWeight: aw}))
 }
 
 // routingSettled reports whether the data planes serve what the state wants.
@@ -259,6 +273,7 @@ func (m *machine) abort(cause string, causeAt *time.Time, msg string) {
 		m.st.AbortCauseAt = &t
 	}
 	m.st.AbortLatency = nil
+	m.st.HealthWaitSince = nil
 	m.terminateRuns("rollout aborted")
 	m.setRouting(0, nil, nil)
 	m.event(EventAborted, msg)

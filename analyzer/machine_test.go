@@ -45,6 +45,10 @@ type driver struct {
 	events  []string
 	// autoApply: the data planes apply every routing change at once.
 	autoApply bool
+	// health is every tick's Inputs.Health (the data planes' current view).
+	health map[string]ClusterHealth
+	// eventMsgs are the events' messages, in order.
+	eventMsgs []string
 }
 
 func newDriver(t *testing.T, r *model.Rollout) *driver {
@@ -57,6 +61,9 @@ func newDriver(t *testing.T, r *model.Rollout) *driver {
 func (d *driver) tick(in Inputs) {
 	d.t.Helper()
 	for i := 0; i < 10; i++ {
+		if in.Health == nil {
+			in.Health = d.health
+		}
 		// Round-trip through JSON every tick: the state must survive persistence.
 		b, err := json.Marshal(d.st)
 		if err != nil {
@@ -74,6 +81,7 @@ func (d *driver) tick(in Inputs) {
 				d.pending = append(d.pending, a)
 			case *Event:
 				d.events = append(d.events, a.Type)
+				d.eventMsgs = append(d.eventMsgs, a.Type+": "+a.Message)
 			}
 		}
 		in = Inputs{}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/prometheus/promql/parser"
+
 	"github.com/sluice-mesh/sluice/analyzer/provider"
 	"github.com/sluice-mesh/sluice/internal/condition"
 	"github.com/sluice-mesh/sluice/model"
@@ -112,7 +114,7 @@ func (p *ProviderMeasurer) Measure(ctx context.Context, req MeasureRequest) (out
 		}
 		var uncounted string
 		if req.MinRequests > 0 {
-			low, msg, err := p.lowTraffic(ctx, q, req)
+			low, msg, err := p.lowTraffic(ctx, q, req, m.Provider.Prometheus.Address == "")
 			if err != nil {
 				return errorMeasurement(start, "counting requests: %v", err)
 			}
@@ -189,17 +191,16 @@ func trafficClusters(req MeasureRequest) []string {
 }
 
 // lowTraffic reports whether a compared cluster served fewer than MinRequests requests in
-// the metric's window (with the message to show). When low is false, msg names the
-// clusters whose requests this Prometheus cannot count (see requestCounters), if any.
-func (p *ProviderMeasurer) lowTraffic(ctx context.Context, q Querier, req MeasureRequest) (low bool, msg string, err error) {
-	window := req.Metric.Interval
-	if window <= 0 {
-		window = time.Minute
-	}
-	window = max(window, 10*time.Second)
+// the metric's window (TrafficWindow), with the message to show. builtIn: q is Sluice's
+// own store, which holds the router's series and nothing else, so a cluster without a
+// series there has served no request through the router: 0 requests, LowTraffic. For
+// another Prometheus, a cluster with neither counter (see requestCounters) cannot be
+// counted there; when low is false, msg then names those clusters.
+func (p *ProviderMeasurer) lowTraffic(ctx context.Context, q Querier, req MeasureRequest, builtIn bool) (low bool, msg string, err error) {
+	window := TrafficWindow(req.Metric)
 	var uncounted []string
 	for _, c := range trafficClusters(req) {
-		n, counted, err := requestCount(ctx, q, c, window, req.Now)
+		n, counted, err := requestCount(ctx, q, c, window, req.Now, builtIn)
 		if err != nil {
 			return false, "", err
 		}
@@ -219,20 +220,23 @@ func (p *ProviderMeasurer) lowTraffic(ctx context.Context, q Querier, req Measur
 	return false, msg, nil
 }
 
-// requestCount counts cluster's requests over window with the first of requestCounters
-// whose series exist; counted is false when none does.
-func requestCount(ctx context.Context, q Querier, cluster string, window time.Duration, now time.Time) (n float64, counted bool, err error) {
+// requestCount counts cluster's requests over window. builtIn: with the router's counter,
+// no series being 0. Otherwise with the first of requestCounters whose series exist;
+// counted is false when none does.
+func requestCount(ctx context.Context, q Querier, cluster string, window time.Duration, now time.Time, builtIn bool) (n float64, counted bool, err error) {
 	for _, rc := range requestCounters {
-		v, err := q.Query(ctx, fmt.Sprintf(rc.present, cluster), now)
-		if err != nil {
-			return 0, false, err
+		if !builtIn {
+			v, err := q.Query(ctx, fmt.Sprintf(rc.present, cluster), now)
+			if err != nil {
+				return 0, false, err
+			}
+			if _, values, _, _, err := provider.Result(v); err != nil {
+				return 0, false, err
+			} else if len(values) == 0 || math.IsNaN(values[0]) || values[0] == 0 {
+				continue
+			}
 		}
-		if _, values, _, _, err := provider.Result(v); err != nil {
-			return 0, false, err
-		} else if len(values) == 0 || math.IsNaN(values[0]) || values[0] == 0 {
-			continue
-		}
-		v, err = q.Query(ctx, fmt.Sprintf(rc.count, cluster, promDuration(window)), now)
+		v, err := q.Query(ctx, fmt.Sprintf(rc.count, cluster, promDuration(window)), now)
 		if err != nil {
 			return 0, false, err
 		}
@@ -247,6 +251,53 @@ func requestCount(ctx context.Context, q Querier, cluster string, window time.Du
 	}
 	return 0, false, nil
 }
+
+// minTrafficWindow is the shortest window requests are counted over.
+const minTrafficWindow = 10 * time.Second
+
+// TrafficWindow is the window over which the minimum request count is counted before a
+// measurement of m counts: the longest range its query reads (the [1m] of
+// rate(...[1m]), a subquery's range) — the traffic the measurement looks at; for a
+// query without a range, the metric's interval; without either, one minute. Never
+// shorter than 10 s.
+func TrafficWindow(m model.Metric) time.Duration {
+	var w time.Duration
+	if p := m.Provider.Prometheus; p != nil {
+		w = longestRange(p.Query)
+	}
+	if w <= 0 {
+		w = m.Interval
+	}
+	if w <= 0 {
+		w = time.Minute
+	}
+	return max(w, minTrafficWindow)
+}
+
+var ranges sync.Map // query → time.Duration (0: none, or not PromQL)
+
+// longestRange returns the longest range selector or subquery range in query.
+func longestRange(query string) time.Duration {
+	if v, ok := ranges.Load(query); ok {
+		return v.(time.Duration)
+	}
+	var longest time.Duration
+	if expr, err := promParser.ParseExpr(query); err == nil {
+		parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+			switch x := n.(type) {
+			case *parser.MatrixSelector:
+				longest = max(longest, x.Range)
+			case *parser.SubqueryExpr:
+				longest = max(longest, x.Range)
+			}
+			return nil
+		})
+	}
+	ranges.Store(query, longest)
+	return longest
+}
+
+var promParser = parser.NewParser(parser.Options{})
 
 // promDuration formats d as a PromQL duration (whole seconds).
 func promDuration(d time.Duration) string {

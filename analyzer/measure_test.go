@@ -90,18 +90,24 @@ func TestProviderMeasurerEmbedded(t *testing.T) {
 			t.Errorf("%s: %s (%s), want %s", c.name, ms.Phase, ms.Message, c.want)
 		}
 	}
-	// A Prometheus with no request series for a cluster (a service's own metrics, labelled
-	// otherwise) cannot gate on minRequests: the measurement is taken and says so.
-	unknown := req(embeddedMetric("ok", "result[0] < 0.05", ""), 20)
-	unknown.Canary = "mesh-canary"
-	if ms := pm.Measure(context.Background(), unknown); ms.Phase != MeasurementSuccessful ||
-		!strings.Contains(ms.Message, "minRequests not enforced") || !strings.Contains(ms.Message, "mesh-canary") {
-		t.Fatalf("uncountable cluster: %+v", ms)
+	// The built-in store holds the router's series and nothing else: a cluster with no
+	// series there has served no request through the router — 0, LowTraffic, waiting.
+	unseen := req(embeddedMetric("ok", "result[0] < 0.05", ""), 20)
+	unseen.Canary = "mesh-canary"
+	if ms := pm.Measure(context.Background(), unseen); ms.Phase != MeasurementLowTraffic ||
+		!strings.Contains(ms.Message, "mesh-canary served 0 requests in the last 30s, fewer than the 20 needed; waiting") {
+		t.Fatalf("cluster with no series in the built-in store: %+v", ms)
+	}
+	// Another Prometheus with no request series for a cluster (a service's own metrics,
+	// labelled otherwise) cannot gate on minRequests: the measurement says so.
+	low, msg, err := pm.lowTraffic(context.Background(), q, unseen, false)
+	if err != nil || low || !strings.Contains(msg, "minRequests not enforced") || !strings.Contains(msg, "mesh-canary") {
+		t.Fatalf("uncountable cluster in a remote Prometheus: low %v, %q, %v", low, msg, err)
 	}
 	// ... while a counted cluster below the minimum still waits, whatever the other one.
-	unknown.Stable, unknown.Canary, unknown.MinRequests = "mesh-stable", "canary", 100
-	if ms := pm.Measure(context.Background(), unknown); ms.Phase != MeasurementLowTraffic {
-		t.Fatalf("counted low traffic: %+v", ms)
+	unseen.Stable, unseen.Canary, unseen.MinRequests = "mesh-stable", "canary", 100
+	if low, msg, err := pm.lowTraffic(context.Background(), q, unseen, false); err != nil || !low {
+		t.Fatalf("counted low traffic in a remote Prometheus: %v %q %v", low, msg, err)
 	}
 	q.err = errors.New("connection refused")
 	if ms := pm.Measure(context.Background(), req(embeddedMetric("ok", "result[0] < 0.05", ""), 0)); ms.Phase != MeasurementError {

@@ -12,6 +12,9 @@ type metrics struct {
 	events       *prometheus.CounterVec
 	abortLatency prometheus.Histogram
 	saveErrors   prometheus.Counter
+	healthy      *prometheus.GaugeVec
+	ejected      *prometheus.GaugeVec
+	endpoints    *prometheus.GaugeVec
 }
 
 var allPhases = []Phase{PhaseProgressing, PhasePaused, PhaseHealthy, PhaseDegraded}
@@ -28,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_analysis_measurements_total", Help: "Analysis measurements by outcome.",
 		}, []string{"rollout", "metric", "phase"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_rollout_events_total", Help: "Rollout events (started, stepCompleted, paused, aborted, promoted, analysisFailed).",
+			Name: "sluice_rollout_events_total", Help: "Rollout events (started, stepCompleted, paused, resumed, aborted, promoted, analysisFailed, waitingForHealth, healthChanged).",
 		}, []string{"rollout", "type"}),
 		abortLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_rollout_abort_latency_seconds",
@@ -39,9 +42,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "sluice_rollout_state_save_errors_total",
 			Help: "Failed saves of rollout state (while failing, only aborts take effect).",
 		}),
+		healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_cluster_healthy_endpoints",
+			Help: "Endpoints of the cluster that are up, as a step raising the canary's weight needs (router: active health checks, else not ejected; xds: the endpoints served).",
+		}, []string{"cluster", "plane"}),
+		ejected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_cluster_ejected_endpoints",
+			Help: "Endpoints of the cluster the data plane's passive outlier detection ejected (router only).",
+		}, []string{"cluster", "plane"}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_cluster_endpoints",
+			Help: "Endpoints of the cluster in the data plane, healthy or not.",
+		}, []string{"cluster", "plane"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency, m.saveErrors} {
+		for _, c := range []prometheus.Collector{m.phase, m.weight, m.measurements, m.events, m.abortLatency, m.saveErrors,
+			m.healthy, m.ejected, m.endpoints} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -68,4 +84,16 @@ func (m *metrics) forget(rollout string) {
 	m.weight.DeletePartialMatch(l)
 	m.measurements.DeletePartialMatch(l)
 	m.events.DeletePartialMatch(l)
+}
+
+func (m *metrics) setClusterHealth(cluster string, p PlaneHealth) {
+	m.healthy.WithLabelValues(cluster, p.Plane).Set(float64(p.Healthy))
+	m.ejected.WithLabelValues(cluster, p.Plane).Set(float64(p.Ejected))
+	m.endpoints.WithLabelValues(cluster, p.Plane).Set(float64(p.Total))
+}
+
+func (m *metrics) forgetClusterHealth(cluster, plane string) {
+	m.healthy.DeleteLabelValues(cluster, plane)
+	m.ejected.DeleteLabelValues(cluster, plane)
+	m.endpoints.DeleteLabelValues(cluster, plane)
 }

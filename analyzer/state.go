@@ -11,7 +11,11 @@ import (
 // SchemaVersion is the version of State's JSON form that this build writes. A file
 // without a version (written before versioning, schema 0) still loads: MigrateState
 // fills what it lacks. A file from a newer build is refused rather than misread.
-const SchemaVersion = 1
+//
+// Schema 2: History holds the current release only (earlier releases, with their own
+// history and analysis runs, are in Releases); HealthWaitSince, SwitchRequested and
+// FullPromotion are new.
+const SchemaVersion = 2
 
 // State is the persisted state of one rollout: everything the pure machine (Step) needs
 // to continue after a restart. It is plain data and round-trips through JSON; floats
@@ -61,14 +65,29 @@ type State struct {
 	AbortLatency *float64 `json:"abortLatencySeconds,omitempty"`
 
 	// Blue/green: Switched is true once the preview serves 100%; ReadyAt is when the
-	// pre-promotion gate passed (auto promotion counts from it).
-	Switched   bool       `json:"switched,omitempty"`
-	SwitchedAt *time.Time `json:"switchedAt,omitempty"`
-	ReadyAt    *time.Time `json:"readyAt,omitempty"`
+	// pre-promotion gate passed (auto promotion counts from it). SwitchRequested: an
+	// operator promoted before the switch (it waits only for a healthy preview).
+	Switched        bool       `json:"switched,omitempty"`
+	SwitchedAt      *time.Time `json:"switchedAt,omitempty"`
+	ReadyAt         *time.Time `json:"readyAt,omitempty"`
+	SwitchRequested bool       `json:"switchRequested,omitempty"`
+	// FullPromotion: promote --full skipped every remaining step (blue/green: the
+	// analyses and delays); the raise to 100% still waits for a healthy canary.
+	FullPromotion bool `json:"fullPromotion,omitempty"`
 
-	Runs    []Run         `json:"runs,omitempty"`
-	NextRun int           `json:"nextRun"`
+	// HealthWaitSince is when the current step began waiting for a healthy canary
+	// endpoint (health.go); the rollout aborts once it has waited the progress deadline.
+	// Kept across restarts, so a restart does not extend the deadline.
+	HealthWaitSince *time.Time `json:"healthWaitSince,omitempty"`
+
+	Runs    []Run `json:"runs,omitempty"`
+	NextRun int   `json:"nextRun"`
+	// History is the weight over time of the current release (at most maxHistory
+	// points, thinned but spanning the whole release).
 	History []WeightPoint `json:"history,omitempty"`
+	// Releases are the earlier releases of this rollout, oldest first (at most
+	// maxReleases), each with its outcome, its weight history and its analysis runs.
+	Releases []Release `json:"releases,omitempty"`
 
 	StartedAt time.Time `json:"startedAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
@@ -140,13 +159,19 @@ func (p MeasurementPhase) completed() bool {
 
 // MigrateState brings a state read from disk to SchemaVersion. Schema 0 (no
 // schemaVersion field) lacks consecutiveSuccess counters and provider state; both start
-// at their zero values, which is what they meant then.
+// at their zero values, which is what they meant then. Schemas 0 and 1 kept the weight
+// history of earlier releases in History: the points before the current release started
+// go (the weight in effect then becomes the release's first point); the new fields of
+// schema 2 start at their zero values (no release history, no health wait).
 func MigrateState(st *State) error {
 	switch {
 	case st.Schema > SchemaVersion:
 		return fmt.Errorf("rollout state of %q has schema %d; this Sluice reads up to %d (written by a newer Sluice?)", st.Rollout, st.Schema, SchemaVersion)
 	case st.Schema < 0:
 		return fmt.Errorf("rollout state of %q has schema %d", st.Rollout, st.Schema)
+	}
+	if st.Schema < 2 && !st.StartedAt.IsZero() {
+		st.History = historySince(st.History, st.StartedAt)
 	}
 	st.Schema = SchemaVersion
 	return nil
@@ -166,6 +191,7 @@ func (s *State) clone() State {
 	c.HeaderRoutes = append([]model.HeaderRoute(nil), s.HeaderRoutes...)
 	c.Mirrors = append([]model.Mirror(nil), s.Mirrors...)
 	c.History = append([]WeightPoint(nil), s.History...)
+	c.Releases = append([]Release(nil), s.Releases...)
 	c.Runs = make([]Run, len(s.Runs))
 	for i, r := range s.Runs {
 		r.Metrics = append([]MetricRun(nil), r.Metrics...)

@@ -65,9 +65,53 @@ type RolloutStatus struct {
 	// takes traffic away from the canary still takes effect, nothing else does, and
 	// saving is retried.
 	PersistError string `json:"persistError,omitempty"`
-	// History is the weight over time, for the web view's chart.
-	History   []WeightPoint `json:"history"`
-	UpdatedAt time.Time     `json:"updatedAt"`
+	// Waiting says what the current step waits for ("" when nothing: the release ended,
+	// or the step is being taken); WaitDeadline, when set, is when that wait ends on its
+	// own — a timed pause, an auto promotion, blue/green's abort window — or, for a step
+	// waiting for healthy canary endpoints, when the rollout aborts.
+	Waiting      string     `json:"waiting,omitempty"`
+	WaitDeadline *time.Time `json:"waitDeadline,omitempty"`
+	// Clusters are the release's stable and canary clusters with their healthy and
+	// total endpoints in each data plane that carries them.
+	Clusters []ClusterStatus `json:"clusters"`
+	// Actions are the operator commands valid now (CheckCommand): promote, promoteFull,
+	// abort, retry, start.
+	Actions []CommandKind `json:"actions"`
+	// Events are the rollout's latest events (kept in memory: since this process started).
+	Events []Event `json:"events"`
+	// ReloadError is the last configuration reload that was refused (the running
+	// configuration stayed), until one succeeds.
+	ReloadError *ReloadError `json:"reloadError,omitempty"`
+	// History is the current release's weight over time, for the web view's chart.
+	History []WeightPoint `json:"history"`
+	// Releases are the earlier releases, oldest first, with their outcome, reason,
+	// weight history and analysis runs.
+	Releases  []ReleaseStatus `json:"releases"`
+	StartedAt time.Time       `json:"startedAt"` // when the current release started
+	UpdatedAt time.Time       `json:"updatedAt"`
+}
+
+// ClusterStatus is one of a rollout's clusters with its health in each data plane.
+type ClusterStatus struct {
+	Name   string        `json:"name"`
+	Role   string        `json:"role"` // stable or canary (blue/green: active or preview)
+	Planes ClusterHealth `json:"planes"`
+}
+
+// ReleaseStatus is an earlier release of a rollout (Release) as status shows it.
+type ReleaseStatus struct {
+	Revision      string              `json:"revision"`
+	StableService string              `json:"stableService"`
+	CanaryService string              `json:"canaryService"`
+	Outcome       string              `json:"outcome"` // promoted, aborted, superseded
+	Reason        string              `json:"reason"`
+	AbortCause    string              `json:"abortCause,omitempty"`
+	Step          int                 `json:"step"`
+	Weight        int                 `json:"weight"`
+	StartedAt     time.Time           `json:"startedAt"`
+	EndedAt       time.Time           `json:"endedAt"`
+	History       []WeightPoint       `json:"history"`
+	AnalysisRuns  []AnalysisRunStatus `json:"analysisRuns"`
 }
 
 // StepStatus is one step of a rollout as status shows it.
@@ -78,7 +122,7 @@ type StepStatus struct {
 	Kind string `json:"kind"`
 	// Text is a short human description, e.g. "setWeight 20", "pause 1m0s".
 	Text string `json:"text"`
-	// State is done, current or pending.
+	// State is done, current, pending, or aborted (the step the release was aborted at).
 	State string `json:"state"`
 }
 

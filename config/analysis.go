@@ -798,6 +798,7 @@ func (l *loader) resolveRef(rd *rolloutDoc, ref *refDoc) {
 		d.warnf(ref.at, CodeSuspicious, "%s: every metric of this analysis is dry-run with a provider Sluice does not run, so it succeeds at once", ref.path)
 	}
 	ref.ref.Metrics = metrics
+	l.warnXDSOnly(rd, ref, metrics)
 }
 
 // nestedErr reports a problem with a template's spec.templates entry once, however many

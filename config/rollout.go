@@ -16,7 +16,10 @@ import (
 const (
 	DefaultAutoPromotionEnabled  = true
 	DefaultScaleDownDelaySeconds = 30
-	DefaultMirrorPercentage      = 100
+	// DefaultProgressDeadlineSeconds is Argo's default progressDeadlineSeconds: how long
+	// a step waits for a healthy canary endpoint before the rollout aborts.
+	DefaultProgressDeadlineSeconds = 600
+	DefaultMirrorPercentage        = 100
 	// DefaultPreviewHeader is the header that reaches a blueGreen preview cluster before
 	// the switch when strategy.blueGreen.previewHeader is not set.
 	DefaultPreviewHeader = "x-sluice-preview"
@@ -60,7 +63,10 @@ type refDoc struct {
 func (l *loader) rollout(d *dec, name string, pos model.Pos, spec, annotations *obj) {
 	rd := &rolloutDoc{d: d, r: &model.Rollout{Name: name, Pos: pos}, managed: map[string]bool{}}
 	spec.ignore(k8sOnly, "replicas", "selector", "minReadySeconds", "revisionHistoryLimit",
-		"progressDeadlineSeconds", "progressDeadlineAbort", "restartAt", "rollbackWindow", "analysis", "paused")
+		"restartAt", "rollbackWindow", "analysis", "paused")
+	rd.r.ProgressDeadline = time.Duration(d.positive(spec, "progressDeadlineSeconds", DefaultProgressDeadlineSeconds)) * time.Second
+	spec.ignore("Sluice always aborts a rollout whose step waited progressDeadlineSeconds for a healthy canary endpoint "+
+		"(every request goes back to stable)", "progressDeadlineAbort")
 	spec.ignore("Sluice runs no pods; only its hash is used, as the rollout's revision", "template", "workloadRef")
 	rev := ""
 	if annotations.present() {
@@ -557,5 +563,3 @@ func routesTo(ln *model.Listener, cluster string) bool {
 	}
 	return false
 }
-
-var _ = time.Second

@@ -21,7 +21,11 @@ type Rollout struct {
 	Strategy  StrategyKind
 	Canary    *CanaryStrategy    // set when Strategy is canary
 	BlueGreen *BlueGreenStrategy // set when Strategy is blueGreen
-	Pos       Pos
+	// ProgressDeadline (Argo's progressDeadlineSeconds) bounds how long a step that
+	// raises the canary's weight (blue/green: the switch) waits for a healthy canary
+	// endpoint before the rollout aborts; 0: the analyzer's default (10 minutes).
+	ProgressDeadline time.Duration
+	Pos              Pos
 }
 
 // CanaryStrategy is spec.strategy.canary.

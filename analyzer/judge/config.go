@@ -2,18 +2,68 @@
 // that compares a canary cluster with its baseline (usually the stable cluster) on error
 // rate or on a latency quantile, and decides Fail as soon as the canary is shown worse
 // than the tolerance, Pass as soon as it is shown not worse, and Inconclusive when its
-// time is up. Its error guarantees hold however often it is checked (see seq.go).
+// time is up. It may be checked as often as one likes and stopped whenever.
 //
-// Method (seq.go): both signals become a pair of counts per update interval — errors, or
-// requests slower than a bucket bound near the baseline's quantile (canary: slower than
-// tolerance × that bound + absolute tolerance) — compared with a mixture sequential
-// probability ratio test on the canary's share of those events, conditioned on their total
-// and on each side's request count (Lindon, Sanden, Shirikian, KDD 2022). One side of the
-// test looks for "worse than tolerated" (Fail), the other for "not worse" (Pass); each is
-// a non-negative supermartingale under its null, so by Ville's inequality the chance of a
-// wrong Fail, or of a wrong Pass, is at most Alpha however often the judge is updated and
-// whenever it stops. The error-rate floor (AbsoluteTolerance) is a second one-sample test
-// that must also reject before a Fail (an intersection-union test, still level Alpha).
+// # What it compares
+//
+// Updates (cumulative counters, usually one a second) are grouped into blocks: a block
+// closes once it is at least a second long and both clusters' counters have moved, so
+// counters a Prometheus scrapes every 15 s at its own phase per cluster make 15 s blocks
+// rather than blocks in which one side is empty. Each block gives a score
+//
+//	z = h·(canary rate − baseline rate − τ),   h = n_c·n_b / (n_c + n_b),
+//
+// with n_c, n_b the block's requests. Errors: rates are error rates and τ = (tolerance − 1)
+// × the baseline's own error rate, so errors both clusters see at once (a dependency
+// failing) cancel in the difference instead of diluting the canary's own excess, and a
+// 2× canary stays 2× its stable's own rate during an outage. The baseline's own rate
+// leaves out blocks with a burst. Latency: rates are exceedance rates — the canary's
+// requests slower than tol·t + abs against the baseline's slower than t, t near the
+// baseline's quantile, so a canary within tolerance (stochastically) has the smaller
+// one. One side of each pair is counted exactly at a bucket bound; the other lies inside
+// a bucket and is interpolated from the histogram's shape (Histogram.split: within a few
+// percent for log-normal-like tails, so the effective tolerance is the configured one;
+// rounding to the next bound made it about 1.5× near a 100–150 ms p95). Thresholds are
+// chosen from earlier blocks only.
+//
+// # How it decides
+//
+// For "worse" (Fail) the judge tests "the mean score is at most 0", for "not worse" (Pass)
+// the mirror image, each with a mixture of betting supermartingales (seq.go): for a bet
+// λ a block multiplies the wealth by exp(λ·z − φ·ψ(λ)), ψ the cumulant of the score's
+// Poisson counts at the null boundary and φ ≥ 1 a dispersion factor. Under the null this
+// has expectation at most 1, so by Ville's inequality the chance that the mixture ever
+// reaches 1/α — a wrong Fail, or a wrong Pass — is at most α. The error-rate floor
+// (AbsoluteTolerance) is a second test that must also reject before a Fail (an
+// intersection-union test, still level α).
+//
+// Real traffic is not Poisson. What keeps the test honest on it:
+//   - Dispersion φ is measured online from the blocks' own variability, at batches of 1,
+//     5, 15 and 60 s (so noise correlated over tens of seconds is seen too), from earlier
+//     blocks only, and it only ever inflates the Poisson variance.
+//   - A burst cannot decide: in the Fail test each cluster's events in a block count up
+//     to 5× the baseline's usual rate (an outage, or its edge seen a few seconds apart by
+//     the two clusters, a stalled pod), the same rate for both; a block may add at most
+//     1.5 nats of evidence, and a block with a burst or beyond three standard deviations
+//     at most 0.75 — so a decision needs several blocks that agree, and an outage edge
+//     several seconds long cannot reach log(1/α) ≈ 4.6 alone.
+//   - In the Pass test only the baseline's burst is cut back and the canary's counts
+//     whole: an outage can delay a Pass, never cause one.
+//
+// # The assumption that remains
+//
+// The guarantee holds if, given the past, each block's score (after the cuts above) has
+// mean at most 0 when the canary is within tolerance and varies at most φ times as much
+// as Poisson counts would, φ being what earlier blocks showed. It fails when the canary's
+// own rate drifts apart from the stable's for longer than the judge has watched — a
+// per-cluster wander correlated over tens of seconds, or a single canary pod whose rare
+// stalls have not happened yet — because within that time such a canary is, in the data,
+// indistinguishable from a regression (or, for Pass, from a healthy one). bench/README.md
+// measures it: with each cluster's error rate wandering by a factor e^±0.5 over ~30 s
+// the judge still aborts healthy canaries at high traffic. Config.Wander tells the judge
+// up front how much wander to tolerate, at the price of slower decisions. Latency
+// interpolation, the plug-in baseline rates, the dispersion estimate and the Fail
+// test's lower clip (seq.go) are approximations; the rest of the argument is exact.
 //
 // Cold starts: the guarantee is about the canary's rate over the traffic the judge sees.
 // Sluice's router keeps requests served by endpoints younger than the cluster's warm-up
@@ -24,7 +74,9 @@
 //
 // Use: build a Config with ConfigFrom, take a Source (GathererSource for Sluice's own
 // router, PrometheusSource for Envoy stats in Prometheus), and either drive a Session with
-// cumulative ClusterStats yourself or let a Tracker read the Source on every call.
+// cumulative ClusterStats yourself or let a Tracker read the Source on every call. A
+// session's whole state is SessionState (Session.State, Tracker.State): store it to
+// continue after a restart with Restore.
 package judge
 
 import (
@@ -86,6 +138,12 @@ type Config struct {
 	// starts: JIT, caches, connection pools). Default 0 because Sluice's router already
 	// excludes warm-up traffic; ConfigFrom uses 30 s for a Prometheus (Envoy) source.
 	BurnIn time.Duration
+	// Wander is how far (standard deviation, in log terms) each cluster's error rate or
+	// latency tail may drift on its own for tens of seconds while the two are healthy
+	// alike. The judge learns such drift from the data as it shows, but cannot see it
+	// in the first minute or two; Wander tells it up front, at the price of slower
+	// decisions on busy services (see bench/README.md). Default 0.
+	Wander float64
 }
 
 // ConfigFrom converts the model's judge provider, applying defaults.
@@ -143,6 +201,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BurnIn < 0 {
 		c.BurnIn = 0
+	}
+	if c.Wander < 0 {
+		c.Wander = 0
 	}
 	return c
 }

@@ -179,6 +179,28 @@ func NewTracker(cfg Config, src Source, baseline, canary string) *Tracker {
 	return &Tracker{cfg: cfg.withDefaults(), src: src, baseline: baseline, canary: canary}
 }
 
+// State returns the session's state once the first Step has started it (ok false
+// before): store it to continue after a restart with Restore.
+func (t *Tracker) State() (st SessionState, ok bool) {
+	if t.session == nil {
+		return SessionState{}, false
+	}
+	return t.session.State(), true
+}
+
+// Restore continues from a state State returned (see the package function Restore);
+// the next Step updates it instead of starting a new session. After a restart of the
+// process whose counters the source reads, those counters start again from zero: the
+// session sees them go backwards, drops that one interval and carries on.
+func (t *Tracker) Restore(st SessionState) error {
+	s, err := Restore(t.cfg, st)
+	if err != nil {
+		return err
+	}
+	t.session = s
+	return nil
+}
+
 // Step reads both clusters at now and returns the verdict. A read error is returned as is
 // (the session keeps its state; the next Step resumes).
 func (t *Tracker) Step(ctx context.Context, now time.Time) (Result, error) {

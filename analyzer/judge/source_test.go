@@ -96,6 +96,16 @@ func TestPrometheusSource(t *testing.T) {
 	}
 }
 
+// serveSecond counts a second of 100 requests to each cluster the way the router would,
+// with stableErrors and canaryErrors of them answered 500.
+func serveSecond(req, errs *prometheus.CounterVec, stableErrors, canaryErrors float64) {
+	for cluster, e := range map[string]float64{"stable": stableErrors, "canary": canaryErrors} {
+		req.WithLabelValues("GET", "r", "200", cluster).Add(100 - e)
+		req.WithLabelValues("GET", "r", "500", cluster).Add(e)
+		errs.WithLabelValues("GET", "r", "500", cluster).Add(e)
+	}
+}
+
 // TestTrackerFailsBadCanary drives a Tracker over a registry the way the router fills it.
 func TestTrackerFailsBadCanary(t *testing.T) {
 	reg, req, errs, _ := routerRegistry(t)
@@ -106,12 +116,7 @@ func TestTrackerFailsBadCanary(t *testing.T) {
 		t.Fatalf("first step: %+v %v", r, err)
 	}
 	for i := 1; i <= 60; i++ {
-		req.WithLabelValues("GET", "r", "200", "stable").Add(99)
-		req.WithLabelValues("GET", "r", "500", "stable").Add(1)
-		errs.WithLabelValues("GET", "r", "500", "stable").Add(1)
-		req.WithLabelValues("GET", "r", "200", "canary").Add(90)
-		req.WithLabelValues("GET", "r", "500", "canary").Add(10)
-		errs.WithLabelValues("GET", "r", "500", "canary").Add(10)
+		serveSecond(req, errs, 1, 10)
 		r, err = tr.Step(ctx, t0.Add(time.Duration(i)*time.Second))
 		if err != nil {
 			t.Fatal(err)

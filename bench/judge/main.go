@@ -1,16 +1,22 @@
-// Command judge-bench compares, on identical simulated request streams, three ways to
-// decide a canary: (a) the threshold AnalysisTemplate users copy today (error ratio ≤ 1%
-// and p95 ≤ 500 ms every 30 s, failureLimit 2, 10 measurements), (b) a Flagger-style
-// check (error ratio ≤ 1% and p99 ≤ 500 ms every minute, rollback at 5 failed checks,
-// promotion after 10), and (c) Sluice's judge (analyzer/judge, defaults, an errors and a
-// latency metric, 5 min MaxDuration), also (d) with a 30 s burn-in. It prints a Markdown
-// table and, with -readme, writes it into bench/README.md's judge section.
+// Command judge-bench compares, on identical simulated request streams, ways to decide a
+// canary: (a) the threshold AnalysisTemplate users copy today (error ratio ≤ 1% and p95 ≤
+// 500 ms every 30 s, failureLimit 2, 10 measurements), (b) a Flagger-style check (error
+// ratio ≤ 1% and p99 ≤ 500 ms every minute, rollback at 5 failed checks, promotion after
+// 10), and (c) Sluice's judge (analyzer/judge, defaults, an errors and a latency metric,
+// 5 min MaxDuration), in the classic table also (d) with a 30 s burn-in. It prints Markdown
+// tables and, with -readme, writes them into bench/README.md's judge section.
 //
-// Streams come from analyzer/judge/sim: Poisson arrivals at 5, 20, 100 and 1000 rps per
-// cluster with traffic halving and doubling every minute, baseline error rate 0.5%,
-// log-normal latency (median 50 ms, σ 0.5), the router's histogram buckets, and for the
-// cold-start rows a spike in the canary's first 30 s (errors ×10, latency ×3, decaying
-// linearly). Every run is seeded: the same flags give the same table.
+// The classic table's streams come from analyzer/judge/sim.Scenario: Poisson arrivals at
+// 5, 20, 100 and 1000 rps per cluster with traffic halving and doubling every minute,
+// baseline error rate 0.5%, log-normal latency (median 50 ms, σ 0.5), the router's
+// histogram buckets, and for the cold-start rows a spike in the canary's first 30 s
+// (errors ×10, latency ×3, decaying linearly).
+//
+// The family tables' streams come from analyzer/judge/sim.Stream and sim.Families:
+// realistic traffic (overdispersion, correlated noise, shared outages with misaligned
+// edges, pod pauses, bursts, Prometheus scrapes) at -rates requests per second for the
+// whole service and -shares of it to the canary. Every run is seeded: the same flags give
+// the same tables.
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"os"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +35,7 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer/judge/sim"
 )
 
+// kind is one simulated canary: healthy or regressed.
 type kind struct {
 	name      string
 	healthy   bool
@@ -36,7 +44,7 @@ type kind struct {
 	latMult   float64
 }
 
-var kinds = []kind{
+var classicKinds = []kind{
 	{name: "healthy", healthy: true},
 	{name: "healthy + cold start", healthy: true, coldStart: true},
 	{name: "2× errors", errMult: 2},
@@ -46,121 +54,75 @@ var kinds = []kind{
 	{name: "+100% latency", latMult: 2},
 }
 
-var rates = []float64{5, 20, 100, 1000}
+var familyKinds = []kind{
+	{name: "healthy", healthy: true},
+	{name: "1.5× errors", errMult: 1.5},
+	{name: "2× errors", errMult: 2},
+	{name: "5× errors", errMult: 5},
+	{name: "+20% latency", latMult: 1.2},
+	{name: "+50% latency", latMult: 1.5},
+	{name: "+100% latency", latMult: 2},
+}
 
-const nMethods = 4
+var classicRates = []float64{5, 20, 100, 1000}
 
-var methodNames = [nMethods]string{
+var classicMethods = []string{
 	"(a) threshold 30 s, failureLimit 2",
 	"(b) Flagger 1 m, threshold 5",
 	"(c) judge",
 	"(d) judge, 30 s burn-in",
 }
 
-// outcome of one method in one run: aborted or promoted, at second t.
-type outcome struct {
-	aborted bool
-	t       float64
-}
-
-// threshold is an interval check on the canary's own window: fails when the window's
-// error ratio is above maxErr or its latency quantile q above maxLat.
-type threshold struct {
-	every, count, abortAt int // seconds between checks, checks before promotion, failures that abort
-	q                     float64
-	failed, done          int
-	result                *outcome
-}
-
-func (th *threshold) check(t int, hist []judge.ClusterStats) {
-	if th.result != nil || t%th.every != 0 {
-		return
-	}
-	cur, prev := hist[t], hist[t-th.every]
-	req, errs := cur.Requests-prev.Requests, cur.Errors-prev.Errors
-	h := judge.Histogram{Bounds: cur.Latency.Bounds, Counts: make([]float64, len(cur.Latency.Counts)), Count: cur.Latency.Count - prev.Latency.Count}
-	for i := range h.Counts {
-		h.Counts[i] = cur.Latency.Counts[i] - prev.Latency.Counts[i]
-	}
-	ratio := math.NaN()
-	if req > 0 {
-		ratio = errs / req
-	}
-	ok := ratio <= 0.01 && h.Count > 0 && h.Quantile(th.q) <= 0.5 // NaN (no data) fails, as in Argo
-	th.done++
-	if !ok {
-		th.failed++
-	}
-	switch {
-	case th.failed >= th.abortAt:
-		th.result = &outcome{aborted: true, t: float64(t)}
-	case th.done >= th.count:
-		th.result = &outcome{t: float64(t)}
-	case th.failed+(th.count-th.done) < th.abortAt:
-		// It can no longer abort: promotion at the end is certain.
-		th.result = &outcome{t: float64(th.every * th.count)}
-	}
-}
-
-// judges runs an errors and a latency session; abort on either Fail, promote when both
-// end otherwise (Pass or Inconclusive at MaxDuration).
-type judges struct {
-	s      [2]*judge.Session
-	d      [2]judge.Decision
-	result *outcome
-}
-
-func newJudges(burnIn time.Duration) *judges {
-	t0 := time.Unix(0, 0)
-	z := judge.ClusterStats{}
-	j := &judges{}
-	for i, sig := range []judge.Signal{judge.SignalErrors, judge.SignalLatency} {
-		j.s[i] = judge.NewSession(judge.Config{Signal: sig, MaxDuration: 5 * time.Minute, BurnIn: burnIn}, t0, z, z)
-	}
-	return j
-}
-
-func (j *judges) update(t int, b, c judge.ClusterStats) {
-	if j.result != nil {
-		return
-	}
-	now := time.Unix(int64(t), 0)
-	final := true
-	for i, s := range j.s {
-		if !j.d[i].Final() {
-			j.d[i] = s.Decide(now, b, c)
-		}
-		if j.d[i] == judge.Fail {
-			j.result = &outcome{aborted: true, t: float64(t)}
-			return
-		}
-		final = final && j.d[i].Final()
-	}
-	if final {
-		j.result = &outcome{t: float64(t)}
-	}
-}
-
-func runOne(k kind, rps float64, seed uint64) [nMethods]outcome {
-	sm := sim.New(sim.Scenario{RPS: rps, ErrorMult: k.errMult, LatencyMult: k.latMult, ColdStart: k.coldStart, VaryTraffic: true, Seed: seed})
+// runDeciders feeds one stream to the deciders until all have an outcome (at most 600 s).
+func runDeciders(step func() (b, c judge.ClusterStats), ds []decider) []outcome {
 	hist := []judge.ClusterStats{{Latency: judge.Histogram{Bounds: sim.Buckets, Counts: make([]float64, len(sim.Buckets))}}}
-	a := &threshold{every: 30, count: 10, abortAt: 3, q: 0.95}
-	b := &threshold{every: 60, count: 10, abortAt: 5, q: 0.99}
-	c, d := newJudges(0), newJudges(30*time.Second)
 	for t := 1; t <= 600; t++ {
-		base, can := sm.Step()
+		base, can := step()
 		hist = append(hist, can)
-		a.check(t, hist)
-		b.check(t, hist)
-		c.update(t, base, can)
-		d.update(t, base, can)
-		if a.result != nil && b.result != nil && c.result != nil && d.result != nil {
+		done := true
+		for _, d := range ds {
+			d.update(t, hist, base, can)
+			done = done && d.result() != nil
+		}
+		if done {
 			break
 		}
 	}
-	return [nMethods]outcome{*a.result, *b.result, *c.result, *d.result}
+	out := make([]outcome, len(ds))
+	for i, d := range ds {
+		if r := d.result(); r != nil {
+			out[i] = *r
+		} else {
+			out[i] = outcome{t: 600}
+		}
+	}
+	return out
 }
 
+func runClassic(k kind, rps float64, seed uint64) []outcome {
+	sm := sim.New(sim.Scenario{RPS: rps, ErrorMult: k.errMult, LatencyMult: k.latMult, ColdStart: k.coldStart, VaryTraffic: true, Seed: seed})
+	return runDeciders(sm.Step, []decider{templateA(), flaggerB(), newJudges(0), newJudges(30 * time.Second)})
+}
+
+// familyCell is one row of the family tables.
+type familyCell struct {
+	fam   sim.Family
+	rps   float64
+	share float64
+}
+
+func runFamily(c familyCell, k kind, seed uint64, wander float64) []outcome {
+	st := c.fam.Stream
+	st.RPS, st.CanaryShare, st.ErrorMult, st.LatencyMult, st.Seed = c.rps, c.share, k.errMult, k.latMult, seed
+	cfg := judge.Config{Wander: wander}
+	if st.ScrapeInterval > 0 {
+		cfg.BurnIn = judge.DefaultPrometheusBurnIn // what ConfigFrom gives a judge reading Prometheus
+	}
+	sm := sim.NewStream(st)
+	return runDeciders(sm.Step, []decider{templateA(), flaggerB(), newJudgesWith(cfg)})
+}
+
+// cell holds the outcomes of one decider over the runs of one scenario.
 type cell struct{ outs []outcome }
 
 // quantile of the time to abort (healthy: to promote) with the other runs as +Inf.
@@ -176,15 +138,19 @@ func (c cell) quantile(q float64, abort bool) float64 {
 	return ts[int(math.Ceil(q*float64(len(ts))))-1]
 }
 
-func (c cell) abortRate() float64 {
+// share returns the fraction of runs for which is holds.
+func (c cell) share(is func(outcome) bool) float64 {
 	n := 0
 	for _, o := range c.outs {
-		if o.aborted {
+		if is(o) {
 			n++
 		}
 	}
 	return float64(n) / float64(len(c.outs))
 }
+
+func (c cell) passRate() float64  { return c.share(func(o outcome) bool { return o.passed }) }
+func (c cell) abortRate() float64 { return c.share(func(o outcome) bool { return o.aborted }) }
 
 func secs(v float64) string {
 	if math.IsInf(v, 1) {
@@ -193,102 +159,273 @@ func secs(v float64) string {
 	return fmt.Sprintf("%.0f s", v)
 }
 
-func main() {
-	healthyRuns := flag.Int("healthy-runs", 1000, "runs per healthy scenario")
-	runs := flag.Int("runs", 200, "runs per regression scenario")
-	seed := flag.Uint64("seed", 1, "base seed")
-	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
-	readme := flag.String("readme", "", "also write the table into this README's judge section")
-	flag.Parse()
-
-	start := time.Now()
-	type job struct{ ki, ri, n int }
-	var jobs []job
-	for ki, k := range kinds {
-		for ri := range rates {
-			n := *runs
-			if k.healthy {
-				n = *healthyRuns
-			}
-			jobs = append(jobs, job{ki, ri, n})
-		}
-	}
-	// all[ki][ri][run] filled by workers; deterministic whatever the scheduling.
-	all := make([][][][nMethods]outcome, len(kinds))
-	for ki := range kinds {
-		all[ki] = make([][][nMethods]outcome, len(rates))
-		for ri := range rates {
-			all[ki][ri] = make([][nMethods]outcome, jobs[ki*len(rates)+ri].n)
-		}
-	}
-	type task struct{ ki, ri, run int }
-	tasks := make(chan task, 256)
+// parallel runs fn(i) for i in [0, n) on workers goroutines.
+func parallel(n, workers int, fn func(i int)) {
+	next := make(chan int, 256)
 	var wg sync.WaitGroup
-	for w := 0; w < *workers; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for tk := range tasks {
-				s := *seed*1_000_003 + uint64(tk.ki)*100_000_007 + uint64(tk.ri)*10_000_019 + uint64(tk.run)
-				all[tk.ki][tk.ri][tk.run] = runOne(kinds[tk.ki], rates[tk.ri], s)
+			for i := range next {
+				fn(i)
 			}
 		}()
 	}
-	total := 0
-	for _, j := range jobs {
-		for r := 0; r < j.n; r++ {
-			tasks <- task{j.ki, j.ri, r}
-			total++
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// runCounts returns how many runs each scenario gets — groups × kinds, healthy kinds
+// healthyRuns, regressions runs — and their total.
+func runCounts(groups int, kinds []kind, healthyRuns, runs int) (counts []int, total int) {
+	for g := 0; g < groups; g++ {
+		for _, k := range kinds {
+			n := runs
+			if k.healthy {
+				n = healthyRuns
+			}
+			counts = append(counts, n)
+			total += n
 		}
 	}
-	close(tasks)
-	wg.Wait()
+	return counts, total
+}
 
+// scenarioRuns holds every run of every scenario: runs[s][r] are the deciders' outcomes.
+type scenarioRuns [][][]outcome
+
+// runAll runs counts[s] runs of every scenario s with run(s, r).
+func runAll(counts []int, workers int, run func(s, r int) []outcome) scenarioRuns {
+	all := make(scenarioRuns, len(counts))
+	type task struct{ s, r int }
+	var tasks []task
+	for s, n := range counts {
+		all[s] = make([][]outcome, n)
+		for r := 0; r < n; r++ {
+			tasks = append(tasks, task{s, r})
+		}
+	}
+	parallel(len(tasks), workers, func(i int) {
+		tk := tasks[i]
+		all[tk.s][tk.r] = run(tk.s, tk.r)
+	})
+	return all
+}
+
+func (sr scenarioRuns) cell(s, method int) cell {
+	var c cell
+	for _, o := range sr[s] {
+		c.outs = append(c.outs, o[method])
+	}
+	return c
+}
+
+func healthyCell(c cell) string {
+	return fmt.Sprintf("%.1f%% · %s / %s", 100*c.abortRate(), secs(c.quantile(0.5, false)), secs(c.quantile(0.95, false)))
+}
+
+func regressionCell(c cell) string {
+	return fmt.Sprintf("%.0f%% · %s / %s", 100*c.abortRate(), secs(c.quantile(0.5, true)), secs(c.quantile(0.95, true)))
+}
+
+func classicTable(healthyRuns, runs, workers int, seed uint64) string {
+	start := time.Now()
+	counts, total := runCounts(len(classicRates), classicKinds, healthyRuns, runs)
+	all := runAll(counts, workers, func(s, r int) []outcome {
+		ki, ri := s%len(classicKinds), s/len(classicKinds)
+		sd := seed*1_000_003 + uint64(ki)*100_000_007 + uint64(ri)*10_000_019 + uint64(r)
+		return runClassic(classicKinds[ki], classicRates[ri], sd)
+	})
 	var out strings.Builder
-	fmt.Fprintf(&out, "`go run ./bench/judge -healthy-runs %d -runs %d -seed %d` (%d simulated canaries, %.0f s on this machine).\n\n",
-		*healthyRuns, *runs, *seed, total, time.Since(start).Seconds())
+	fmt.Fprintf(&out, "`go run ./bench/judge -families none -healthy-runs %d -runs %d -seed %d` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n",
+		healthyRuns, runs, seed, total, time.Since(start).Seconds(), loadAvg())
 	out.WriteString("Regressions: share aborted · median / p95 time to abort (— : fewer than half / 95% aborted within the run).\n")
 	out.WriteString("Healthy: false-abort rate · median / p95 time to promote.\n\n")
 	out.WriteString("| rps | canary |")
-	for _, m := range methodNames {
+	for _, m := range classicMethods {
 		out.WriteString(" " + m + " |")
 	}
-	out.WriteString("\n|---|---|" + strings.Repeat("---|", nMethods) + "\n")
-	for ri, rps := range rates {
-		for ki, k := range kinds {
+	out.WriteString("\n|---|---|" + strings.Repeat("---|", len(classicMethods)) + "\n")
+	for ri, rps := range classicRates {
+		for ki, k := range classicKinds {
+			s := ri*len(classicKinds) + ki
 			fmt.Fprintf(&out, "| %g | %s |", rps, k.name)
-			for m := 0; m < nMethods; m++ {
-				var c cell
-				for _, o := range all[ki][ri] {
-					c.outs = append(c.outs, o[m])
-				}
+			for m := range classicMethods {
 				if k.healthy {
-					fmt.Fprintf(&out, " %.1f%% · %s / %s |", 100*c.abortRate(), secs(c.quantile(0.5, false)), secs(c.quantile(0.95, false)))
+					out.WriteString(" " + healthyCell(all.cell(s, m)) + " |")
 				} else {
-					fmt.Fprintf(&out, " %.0f%% · %s / %s |", 100*c.abortRate(), secs(c.quantile(0.5, true)), secs(c.quantile(0.95, true)))
+					out.WriteString(" " + regressionCell(all.cell(s, m)) + " |")
 				}
 			}
 			out.WriteString("\n")
 		}
 	}
-	fmt.Print(out.String())
+	return out.String()
+}
+
+func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, wander float64, cmd string) string {
+	start := time.Now()
+	counts, total := runCounts(len(cells), familyKinds, healthyRuns, runs)
+	all := runAll(counts, workers, func(s, r int) []outcome {
+		sd := (seed+7919)*1_000_003 + uint64(s)*100_000_007 + uint64(r)
+		return runFamily(cells[s/len(familyKinds)], familyKinds[s%len(familyKinds)], sd, wander)
+	})
+	var out strings.Builder
+	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n", cmd, total, time.Since(start).Seconds(), loadAvg())
+	out.WriteString("Healthy canaries (same distribution as stable): false-abort rate of (a) the threshold template, (b) Flagger-style checks, (c) the judge, and the judge's median / p95 time to promote.\n\n")
+	out.WriteString("| family | rps | canary share | (a) | (b) | (c) judge | judge: time to promote |\n|---|---|---|---|---|---|---|\n")
+	for ci, c := range cells {
+		s := ci * len(familyKinds)
+		j := all.cell(s, 2)
+		fmt.Fprintf(&out, "| %s | %g | %g%% | %.1f%% | %.1f%% | **%.1f%%** | %s / %s |\n", c.fam.Name, c.rps, 100*c.share,
+			100*all.cell(s, 0).abortRate(), 100*all.cell(s, 1).abortRate(), 100*j.abortRate(),
+			secs(j.quantile(0.5, false)), secs(j.quantile(0.95, false)))
+	}
+	out.WriteString("\nRegressed canaries: share aborted and median time to abort by (c) the judge (in bold; \"passed\": share it passed — wrongly, except for +20% latency, which is inside its default tolerance of 1.2× + 10 ms), then (a) and (b) (— : fewer than half aborted within the run).\n\n")
+	out.WriteString("| family | rps | canary share |")
+	for _, k := range familyKinds[1:] {
+		out.WriteString(" " + k.name + " |")
+	}
+	out.WriteString("\n|---|---|---|" + strings.Repeat("---|", len(familyKinds)-1) + "\n")
+	short := func(c cell) string {
+		return fmt.Sprintf("%.0f%% %s", 100*c.abortRate(), secs(c.quantile(0.5, true)))
+	}
+	for ci, c := range cells {
+		fmt.Fprintf(&out, "| %s | %g | %g%% |", c.fam.Name, c.rps, 100*c.share)
+		for ki := 1; ki < len(familyKinds); ki++ {
+			s := ci*len(familyKinds) + ki
+			j := all.cell(s, 2)
+			pass := ""
+			if r := j.passRate(); r > 0 {
+				pass = fmt.Sprintf(" passed %.0f%%", 100*r)
+			}
+			fmt.Fprintf(&out, " **%s**%s · %s · %s |", short(j), pass, short(all.cell(s, 0)), short(all.cell(s, 1)))
+		}
+		out.WriteString("\n")
+	}
+	return out.String()
+}
+
+// loadAvg is the 1-minute load average when the table is written ("?" where unknown): the
+// machine is shared, and the run times depend on it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func parseFloats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", f, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func main() {
+	healthyRuns := flag.Int("healthy-runs", 1000, "runs per healthy scenario (classic table)")
+	runs := flag.Int("runs", 200, "runs per regression scenario (classic table)")
+	famHealthy := flag.Int("family-healthy-runs", 200, "runs per healthy scenario (family tables)")
+	famRuns := flag.Int("family-runs", 30, "runs per regression scenario (family tables)")
+	families := flag.String("families", "all", "comma-separated stream families for the family tables, all, or none; classic for the classic table only")
+	rates := flag.String("rates", "100,1000", "family tables: service request rates (both clusters together)")
+	shares := flag.String("shares", "0.1,0.5", "family tables: canary shares of the traffic")
+	wander := flag.Float64("wander", 0, "family tables: the judge's Config.Wander")
+	classic := flag.Bool("classic", true, "also run the classic table (Poisson streams, cold starts, burn-in)")
+	seed := flag.Uint64("seed", 1, "base seed")
+	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
+	readme := flag.String("readme", "", "also write the tables into this README's judge section")
+	flag.Parse()
+
+	var fams []sim.Family
+	switch *families {
+	case "all":
+		fams = sim.Families
+	case "none", "":
+	default:
+		for _, n := range strings.Split(*families, ",") {
+			f, ok := sim.FamilyByName(strings.TrimSpace(n))
+			if !ok {
+				var names []string
+				for _, f := range sim.Families {
+					names = append(names, f.Name)
+				}
+				fmt.Fprintf(os.Stderr, "-families: unknown family %q (have %s)\n", n, strings.Join(names, ", "))
+				os.Exit(2)
+			}
+			fams = append(fams, f)
+		}
+	}
+	rs, err := parseFloats(*rates)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "-rates:", err)
+		os.Exit(2)
+	}
+	ss, err := parseFloats(*shares)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "-shares:", err)
+		os.Exit(2)
+	}
+
+	sections := map[string]string{}
+	if *classic {
+		t := classicTable(*healthyRuns, *runs, *workers, *seed)
+		fmt.Print(t, "\n")
+		sections["judge:table"] = t
+	}
+	if len(fams) > 0 {
+		var cells []familyCell
+		for _, f := range fams {
+			for _, r := range rs {
+				for _, s := range ss {
+					cells = append(cells, familyCell{f, r, s})
+				}
+			}
+		}
+		var names []string
+		for _, f := range fams {
+			names = append(names, f.Name)
+		}
+		cmd := fmt.Sprintf("go run ./bench/judge -classic=false -families %s -rates %s -shares %s -family-healthy-runs %d -family-runs %d -seed %d",
+			strings.Join(names, ","), *rates, *shares, *famHealthy, *famRuns, *seed)
+		section := "judge:families"
+		if *wander > 0 {
+			cmd += fmt.Sprintf(" -wander %g", *wander)
+			section = "judge:wander"
+		}
+		t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, *wander, cmd)
+		fmt.Print(t)
+		sections[section] = t
+	}
 	if *readme != "" {
-		if err := writeSection(*readme, out.String()); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+		for name, t := range sections {
+			if err := writeSection(*readme, name, t); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
 		}
 	}
 }
 
-// writeSection replaces the generated part of the judge section: everything between
-// <!-- judge:table:begin --> and <!-- judge:table:end --> (inside the judge section).
-func writeSection(path, table string) error {
+// writeSection replaces the generated part between <!-- NAME:begin --> and
+// <!-- NAME:end --> (inside the judge section).
+func writeSection(path, name, table string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	s := string(b)
-	const begin, end = "<!-- judge:table:begin -->", "<!-- judge:table:end -->"
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
 		return fmt.Errorf("%s: no %s … %s markers inside the judge section", path, begin, end)

@@ -10,7 +10,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	pmodel "github.com/prometheus/common/model"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/sluice-mesh/sluice/ha"
 	"github.com/sluice-mesh/sluice/internal/statedir"
 	"github.com/sluice-mesh/sluice/internal/testenv"
+	"github.com/sluice-mesh/sluice/model"
 )
 
 // readmeSection returns README.md's section under the heading line "## title", up to the
@@ -158,6 +161,59 @@ spec:
 		}
 	}
 
+	// With xDS, a built-in query of a Cluster only xDS clients reach.
+	xdsOnly := filepath.Join(dir, "xds-only.yaml")
+	writeConfig(t, xdsOnly, strings.Replace(serveConfig("127.0.0.1:8080", "127.0.0.1:9900", filepath.Join(dir, "s"), "{}"),
+		"  stateDir:", "  xds: {address: 127.0.0.1:18000}\n  stateDir:", 1)+`---
+apiVersion: sluice.dev/v1alpha1
+kind: Cluster
+metadata: {name: grpc-only}
+spec:
+  endpoints: [{address: 127.0.0.1:3}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: r2}
+spec:
+  strategy:
+    canary:
+      stableService: s-canary
+      canaryService: grpc-only
+      steps:
+      - analysis: {templates: [{templateName: grpc}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: grpc}
+spec:
+  metrics:
+  - name: errors
+    successCondition: result[0] < 0.01
+    provider: {prometheus: {query: 'sum(rate(http_errors_total{cluster="grpc-only"}[1m]))'}}
+`)
+	_, out, _ = runCLI("validate", "-f", xdsOnly)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "built-in store") {
+			add(line)
+		}
+	}
+
+	// What status shows of a canary that never turns healthy, and of low traffic.
+	ten := 10
+	r := &model.Rollout{Name: "r", Revision: "1", Strategy: model.StrategyCanary, ProgressDeadline: time.Minute,
+		Canary: &model.CanaryStrategy{StableService: "a", CanaryService: "b", Steps: []model.Step{{SetWeight: &ten}}}}
+	health := map[string]analyzer.ClusterHealth{"b": {{Plane: "router", Healthy: 0, Total: 1}}}
+	now := time.Now()
+	st := analyzer.NewState(r, nil, now)
+	st, _ = analyzer.Step(r, st, now, analyzer.Inputs{Health: health, Applied: []analyzer.Applied{{Gen: st.Gen, At: now}}})
+	add(st.Message)
+	st, _ = analyzer.Step(r, st, now.Add(time.Minute), analyzer.Inputs{Health: health})
+	add(st.Message)
+	ms := (&analyzer.ProviderMeasurer{Embedded: noSeries{}}).Measure(context.Background(), analyzer.MeasureRequest{
+		Rollout: r, Stable: "a", Canary: "b", Kind: analyzer.KindInline, MinRequests: 50, Now: now,
+		Metric: model.Metric{Name: "m", Provider: model.Provider{Prometheus: &model.PrometheusProvider{Query: "sum(rate(http_requests_total[1m]))"}}}})
+	add(ms.Message)
+
 	// `sluice serve` that cannot start: taken addresses, a stateDir in use.
 	serveFails := func(cfg string) string {
 		t.Helper()
@@ -211,8 +267,8 @@ spec:
 
 	// A reload of an invalid file, in the log.
 	core, logs := observer.New(zap.InfoLevel)
-	r := &reloader{files: []string{bad}, log: zap.New(core)}
-	if err := r.reload(); err == nil {
+	rl := &reloader{files: []string{bad}, log: zap.New(core)}
+	if err := rl.reload(); err == nil {
 		t.Fatal("reload of an invalid file succeeded")
 	}
 	for _, e := range logs.All() {
@@ -221,6 +277,13 @@ spec:
 
 	// Several replicas on etcd (readme_ha_test.go).
 	return append(msgs, haTroubleshootingMessages(t)...)
+}
+
+// noSeries is a built-in store that holds no series yet.
+type noSeries struct{}
+
+func (noSeries) Query(context.Context, string, time.Time) (pmodel.Value, error) {
+	return pmodel.Vector{}, nil
 }
 
 // TestTroubleshootingQuotesRealMessages: every message the troubleshooting table quotes is

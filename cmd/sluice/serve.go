@@ -73,6 +73,16 @@ func init() {
 // stickyKeyFile is the file in the state directory holding the sticky-cookie keys.
 const stickyKeyFile = "sticky-cookie.keys"
 
+// usesStickySessions reports whether any Listener of cfg pins clients with a cookie.
+func usesStickySessions(cfg *model.Config) bool {
+	for i := range cfg.Listeners {
+		if cfg.Listeners[i].StickySessions != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // serveOptions configures runServe.
 type serveOptions struct {
 	Files  []string
@@ -88,6 +98,9 @@ type serveOptions struct {
 // xdsServer is the xDS control plane as `sluice serve` uses it (*xds.Server).
 type xdsServer interface {
 	analyzer.DataPlane
+	// ClusterHealth: the endpoints it serves for a cluster (a step waits for a healthy
+	// canary endpoint in every data plane).
+	analyzer.HealthReporter
 	// NodesHandler serves GET /api/v1/xds/nodes.
 	NodesHandler() http.Handler
 	// Start binds the xDS address and serves until Stop.
@@ -263,10 +276,13 @@ func runServe(ctx context.Context, o serveOptions) error {
 	if len(cfg.Listeners) > 0 {
 		// Sticky-session cookies are signed with keys kept in the state directory (alone) or
 		// in etcd (replicated: every router must accept every other's cookies), so they
-		// survive restarts (see router.LoadStickyKeys for rotation).
-		keys, err := stickyKeys(cfg, node)
-		if err != nil {
-			return fmt.Errorf("router: %w", err)
+		// survive restarts (see router.LoadStickyKeys for rotation). The file is created
+		// only when a Listener uses sticky sessions.
+		var keys [][]byte
+		if usesStickySessions(cfg) {
+			if keys, err = stickyKeys(cfg, node); err != nil {
+				return fmt.Errorf("router: %w", err)
+			}
 		}
 		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: routerReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)
@@ -294,11 +310,14 @@ func runServe(ctx context.Context, o serveOptions) error {
 
 	// Everything is bound: now the controller may decide (and write state).
 	var planes []analyzer.DataPlane
+	var health []analyzer.HealthSource
 	if rt != nil {
 		planes = append(planes, rt)
+		health = append(health, analyzer.HealthSource{Plane: "router", Reporter: rt})
 	}
 	if xs != nil {
 		planes = append(planes, xs)
+		health = append(health, analyzer.HealthSource{Plane: "xds", Reporter: xs})
 	}
 	// The analysis reads the router's series; replicated, every replica's (serve_ha.go).
 	var routerSeries prometheus.Gatherer = routerReg
@@ -318,7 +337,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 	go func() { defer wg.Done(); store.Run(ctx) }()
 
 	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
-		DataPlanes: planes, StateDir: stateDir, Embedded: store,
+		DataPlanes: planes, Health: health, StateDir: stateDir, Embedded: store,
 		Judge: analyzer.NewJudgeFactory(routerSeries), Replication: repl, InitialStates: initialStates})
 	if err != nil {
 		return fmt.Errorf("analyzer: %w", err)
@@ -402,11 +421,16 @@ func (r *reloader) reload() error {
 	cfg, diags, err := loadConfig(r.files)
 	if err != nil {
 		fields := make([]string, 0, len(diags))
+		var problems []string
 		for _, d := range diags {
 			fields = append(fields, d.String())
+			if d.Severity == config.SeverityError {
+				problems = append(problems, d.String())
+			}
 		}
 		r.log.Error("reload refused: the configuration does not validate; the running configuration stays",
 			zap.Strings("diagnostics", fields))
+		r.refused(errors.New("the configuration does not validate; the running configuration stays"), problems)
 		return err
 	}
 	if cfg.ControlPlane.Admin.Address != r.adminAddr {
@@ -425,11 +449,13 @@ func (r *reloader) reload() error {
 	if f := cfg.ControlPlane.Admin.TokenFile; f != "" {
 		if token, err = admin.LoadToken(f); err != nil {
 			r.log.Error("reload refused: the running configuration stays", zap.Error(err))
+			r.refused(err, nil)
 			return err
 		}
 	}
 	if err := r.ctrl.Reload(cfg); err != nil {
 		r.log.Error("reload refused by the rollout controller; the running configuration stays", zap.Error(err))
+		r.refused(err, nil)
 		return err
 	}
 	if r.node != nil {
@@ -440,4 +466,12 @@ func (r *reloader) reload() error {
 	}
 	r.log.Info("configuration reloaded", zap.Int("rollouts", len(cfg.Rollouts)))
 	return nil
+}
+
+// refused tells status why the last reload was refused (the controller's Reload clears
+// it when one succeeds).
+func (r *reloader) refused(err error, diagnostics []string) {
+	if r.ctrl != nil {
+		r.ctrl.SetReloadError(fmt.Errorf("reload refused: %w", err), diagnostics)
+	}
 }

@@ -133,7 +133,7 @@ func watchStatus(ctx context.Context, ac *adminClient, name string, every time.D
 			} else if last != "" {
 				fmt.Fprintln(w)
 			}
-			fmt.Fprintf(w, "%s  (sluice status --watch, Ctrl-C to stop)\n\n%s", time.Now().Format("15:04:05"), text)
+			fmt.Fprintf(w, "%s  (sluice status --watch, Ctrl-C to stop)\n\n%s", time.Now().Format("15:04:05 MST"), text)
 			last = text
 		}
 		select {
@@ -213,7 +213,40 @@ func recentValues(m analyzer.MetricStatus, n int) string {
 	return strings.Join(parts, " ")
 }
 
-// renderStatus writes a human-readable status of one rollout.
+// localTime formats t in now's time zone (callers pass time.Now(): local time) with the
+// zone's name: the time of day when t is on now's day, else the date too.
+func localTime(t, now time.Time) string {
+	t = t.In(now.Location())
+	if t.YearDay() == now.YearDay() && t.Year() == now.Year() {
+		return t.Format("15:04:05 MST")
+	}
+	return t.Format("2006-01-02 15:04:05 MST")
+}
+
+// inOrAgo says how far t is from now: "in 4m12s" or "3s ago".
+func inOrAgo(t, now time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d >= 0 {
+		return "in " + d.String()
+	}
+	return (-d).String() + " ago"
+}
+
+// stepMark is a one-character summary of a step's state.
+func stepMark(state string) string {
+	switch state {
+	case "done":
+		return "✔"
+	case "current":
+		return "▶"
+	case "aborted":
+		return "✘"
+	}
+	return "·"
+}
+
+// renderStatus writes a human-readable status of one rollout. Times are in now's zone
+// (local time), with the zone's name.
 func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 	head := fmt.Sprintf("%s  %s  step %d/%d", st.Name, st.Phase, st.Step, st.Steps)
 	if st.Aborted {
@@ -225,19 +258,54 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 	if st.Revision != "" {
 		head += "  revision " + st.Revision
 	}
+	if !st.StartedAt.IsZero() {
+		head += "  started " + localTime(st.StartedAt, now)
+	}
 	fmt.Fprintln(w, head)
+	if re := st.ReloadError; re != nil {
+		fmt.Fprintf(w, "  LAST RELOAD REFUSED at %s: %s\n", localTime(re.At, now), re.Message)
+		for _, d := range re.Diagnostics {
+			fmt.Fprintf(w, "      %s\n", d)
+		}
+	}
 	fmt.Fprintf(w, "  canary weight %s %3d%% set, %3d%% applied", weightBar(st.SetWeight, st.ActualWeight, 30), st.SetWeight, st.ActualWeight)
 	if st.StableService != "" || st.CanaryService != "" {
 		fmt.Fprintf(w, "   %s → %s", st.StableService, st.CanaryService)
 	}
 	fmt.Fprintln(w)
-	if st.PauseEndsAt != nil {
-		left := st.PauseEndsAt.Sub(now).Round(time.Second)
-		fmt.Fprintf(w, "  paused until %s (%s left)\n", st.PauseEndsAt.Local().Format("15:04:05"), max(left, 0))
+	if len(st.StepList) > 0 {
+		parts := make([]string, 0, len(st.StepList))
+		for _, s := range st.StepList {
+			parts = append(parts, fmt.Sprintf("%s %d %s", stepMark(s.State), s.Index, s.Text))
+		}
+		fmt.Fprintf(w, "  steps: %s\n", strings.Join(parts, " │ "))
 	}
-	// The analyzer's pause message repeats the deadline shown above in UTC.
-	if st.Message != "" && (st.PauseEndsAt == nil || !strings.HasPrefix(st.Message, "paused until")) {
+	if len(st.Clusters) > 0 {
+		parts := make([]string, 0, len(st.Clusters))
+		for _, c := range st.Clusters {
+			part := fmt.Sprintf("%s (%s)", c.Name, c.Role)
+			if len(c.Planes) == 0 {
+				part += " no data plane reports it"
+			}
+			for _, p := range c.Planes {
+				part += fmt.Sprintf(" %d/%d %s", p.Healthy, p.Total, p.Plane)
+				if p.Ejected > 0 {
+					part += fmt.Sprintf(" (%d ejected)", p.Ejected)
+				}
+			}
+			parts = append(parts, part)
+		}
+		fmt.Fprintf(w, "  healthy endpoints: %s\n", strings.Join(parts, " · "))
+	}
+	if st.Message != "" && !strings.HasPrefix(st.Waiting, st.Message) {
 		fmt.Fprintf(w, "  %s\n", st.Message)
+	}
+	if st.Waiting != "" {
+		fmt.Fprintf(w, "  waiting for: %s", st.Waiting)
+		if st.WaitDeadline != nil {
+			fmt.Fprintf(w, " (deadline %s, %s)", localTime(*st.WaitDeadline, now), inOrAgo(*st.WaitDeadline, now))
+		}
+		fmt.Fprintln(w)
 	}
 	if st.AbortLatencySeconds != nil {
 		switch st.AbortCause {
@@ -245,6 +313,8 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 			fmt.Fprintf(w, "  abort applied %.3f s after the operator's command\n", *st.AbortLatencySeconds)
 		case analyzer.AbortByDataPlane:
 			fmt.Fprintf(w, "  abort applied %.3f s after the data plane refused the change\n", *st.AbortLatencySeconds)
+		case analyzer.AbortByProgressDeadline:
+			fmt.Fprintf(w, "  abort applied %.3f s after the progress deadline passed\n", *st.AbortLatencySeconds)
 		default:
 			fmt.Fprintf(w, "  abort applied %.3f s after the failing measurement\n", *st.AbortLatencySeconds)
 		}
@@ -252,8 +322,56 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 	if st.PersistError != "" {
 		fmt.Fprintf(w, "  STATE NOT SAVED (only aborts take effect until it is): %s\n", st.PersistError)
 	}
-	for _, run := range st.AnalysisRuns {
-		fmt.Fprintf(w, "  analysis %s (%s, step %d): %s", run.Name, run.Kind, run.Step, run.Phase)
+	if len(st.Actions) > 0 {
+		names := make([]string, 0, len(st.Actions))
+		for _, a := range st.Actions {
+			names = append(names, actionName(a))
+		}
+		fmt.Fprintf(w, "  you can: %s\n", strings.Join(names, ", "))
+	}
+	renderRuns(w, st.AnalysisRuns, "  ")
+	if len(st.Events) > 0 {
+		fmt.Fprintln(w, "  recent events:")
+		evs := st.Events
+		if len(evs) > 6 {
+			evs = evs[len(evs)-6:]
+		}
+		for _, e := range evs {
+			fmt.Fprintf(w, "    %s  %s  %s\n", localTime(e.Time, now), e.Type, e.Message)
+		}
+	}
+	if len(st.Releases) > 0 {
+		fmt.Fprintln(w, "  earlier releases (newest first):")
+		for i := len(st.Releases) - 1; i >= 0; i-- {
+			rel := st.Releases[i]
+			fmt.Fprintf(w, "    %s  %s  %s → %s  %s → %s, step %d, weight %d%%\n", rel.Revision, strings.ToUpper(rel.Outcome),
+				localTime(rel.StartedAt, now), localTime(rel.EndedAt, now), rel.StableService, rel.CanaryService, rel.Step, rel.Weight)
+			if rel.Reason != "" {
+				fmt.Fprintf(w, "      %s\n", rel.Reason)
+			}
+			for _, run := range rel.AnalysisRuns {
+				for _, m := range run.Metrics {
+					if len(m.Measurements) > 0 {
+						fmt.Fprintf(w, "      %s %s/%s: %s  %s\n", phaseMark(m.Phase), run.Name, m.Name, m.Phase, recentValues(m, 6))
+					}
+				}
+			}
+		}
+	}
+}
+
+// actionName is the CLI command for an action status lists as valid.
+func actionName(a analyzer.CommandKind) string {
+	if a == analyzer.CmdPromoteFull {
+		return "promote --full"
+	}
+	return string(a)
+}
+
+// renderRuns writes analysis runs with each metric's recent values and why.
+func renderRuns(w io.Writer, runs []analyzer.AnalysisRunStatus, indent string) {
+	for _, run := range runs {
+		fmt.Fprintf(w, "%sanalysis %s (%s, step %d): %s", indent, run.Name, run.Kind, run.Step, run.Phase)
 		if run.Message != "" {
 			fmt.Fprintf(w, " — %s", run.Message)
 		}
@@ -273,19 +391,19 @@ func renderStatus(w io.Writer, st analyzer.RolloutStatus, now time.Time) {
 					why = msg
 				}
 			}
-			fmt.Fprintf(w, "    %s %s%s  %s  latest %s  (%d ok, %d failed, %d inconclusive, %d error)\n",
-				phaseMark(m.Phase), m.Name, dry, m.Phase, latest, m.Successful, m.Failed, m.Inconclusive, m.Error)
+			fmt.Fprintf(w, "%s  %s %s%s  %s  latest %s  (%d ok, %d failed, %d inconclusive, %d error)\n",
+				indent, phaseMark(m.Phase), m.Name, dry, m.Phase, latest, m.Successful, m.Failed, m.Inconclusive, m.Error)
 			if m.SuccessCondition != "" {
-				fmt.Fprintf(w, "        success when %s\n", m.SuccessCondition)
+				fmt.Fprintf(w, "%s      success when %s\n", indent, m.SuccessCondition)
 			}
 			if m.FailureCondition != "" {
-				fmt.Fprintf(w, "        failure when %s\n", m.FailureCondition)
+				fmt.Fprintf(w, "%s      failure when %s\n", indent, m.FailureCondition)
 			}
 			if len(m.Measurements) > 0 {
-				fmt.Fprintf(w, "        recent: %s\n", recentValues(m, 6))
+				fmt.Fprintf(w, "%s      recent: %s\n", indent, recentValues(m, 6))
 			}
 			if why != "" {
-				fmt.Fprintf(w, "        why: %s\n", why)
+				fmt.Fprintf(w, "%s      why: %s\n", indent, why)
 			}
 		}
 	}

@@ -17,8 +17,9 @@ import (
 	"github.com/sluice-mesh/sluice/internal/testenv"
 )
 
-// checkWebViewDuringDemo waits until the demo's rollout is under way, renders the web
-// view in headless Chromium, and returns the assertions to run on the test's goroutine.
+// checkWebViewDuringDemo waits until the demo's second release is under way (the first,
+// aborted, is then in its history), renders the web view in headless Chromium, and
+// returns the assertions to run on the test's goroutine.
 func checkWebViewDuringDemo(addr string) func(*testing.T) {
 	bin, version, why := testenv.FindChromium()
 	if bin == "" {
@@ -26,21 +27,22 @@ func checkWebViewDuringDemo(addr string) func(*testing.T) {
 			testenv.Missing(t, why+"; install the Debian package chromium (make test-deps does it when it can)")
 		}
 	}
-	// Wait for the first weight step so that the chart and step have something to show.
-	deadline := time.Now().Add(30 * time.Second)
+	// Wait for release 2's first weight step so that the chart, the steps and the release
+	// history have something to show.
+	deadline := time.Now().Add(80 * time.Second)
 	var st analyzer.RolloutStatus
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + addr + "/api/v1/rollouts/" + demoRollout); err == nil {
 			_ = json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
-			if st.ActualWeight > 0 {
+			if st.ActualWeight > 0 && len(st.Releases) > 0 {
 				break
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st.ActualWeight == 0 {
-		return func(t *testing.T) { t.Fatalf("the demo rollout never took weight: %+v", st) }
+	if st.ActualWeight == 0 || len(st.Releases) == 0 {
+		return func(t *testing.T) { t.Fatalf("the demo's second release never took weight: %+v", st) }
 	}
 	dir, err := os.MkdirTemp("", "sluice-webview-")
 	if err != nil {
@@ -82,6 +84,21 @@ func checkWebViewDuringDemo(addr string) func(*testing.T) {
 		}
 		if !regexp.MustCompile(`class="badge phase (Progressing|Paused|Healthy|Degraded)"`).MatchString(dom) {
 			t.Errorf("rendered web view lacks the phase")
+		}
+		// The step list with the current step, both clusters' healthy endpoints in the
+		// router, and release 1 — aborted by its analysis — in the history, with its chart.
+		for _, re := range []string{
+			`<ol class="steps" start="0">(<li class="step-item (done|current|pending)"[^>]*>[^<]*</li>){8}</ol>`,
+			`<li class="step-item current" data-state="current"`,
+			`data-cluster="demo-stable"><b>demo-stable</b> \(stable\) <span class="count" data-plane="router">1/1</span> router`,
+			`data-cluster="demo-canary"><b>demo-canary</b> \(canary\) <span class="count" data-plane="router">1/1</span> router`,
+			`Earlier releases \(1\)`,
+			`<details class="release" data-key="[^"]+" data-revision="[^"]+" data-outcome="aborted"><summary>.*?aborted: analysis canary-health Failed`,
+			`<details class="release".*?<svg class="chart".*?<path`,
+		} {
+			if !regexp.MustCompile(re).MatchString(dom) {
+				t.Errorf("rendered web view lacks %s", re)
+			}
 		}
 		if pngErr != nil || len(pngBytes) < 10_000 {
 			t.Fatalf("screenshot: %v (%d bytes)", pngErr, len(pngBytes))

@@ -70,7 +70,7 @@ func TestReplicaEndpoints(t *testing.T) {
 // replicas, who leads, what each serves, a config that differs from the leader's.
 func TestWebViewShowsReplicas(t *testing.T) {
 	f := newFake()
-	f.items["checkout"] = richStatus()
+	f.items["checkout"] = richStatus(time.Now().Add(-time.Minute))
 	s, err := New(Options{Address: "127.0.0.1:0", Rollouts: f, EventInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

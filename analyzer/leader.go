@@ -425,18 +425,35 @@ func (c *Controller) save(st *State) error {
 }
 
 // notSaved handles a failed save of a replicated decision: nothing takes effect. A term
-// that is over ends here; a withdrawn command is dropped; anything else is retried.
+// that is over ends here. Otherwise the write may have been applied all the same (a
+// request that timed out; a command that looks withdrawn because an earlier attempt
+// completed it), so the states are read again, fenced, before anything more is decided,
+// and the decision is made again from what etcd holds.
 func (c *Controller) notSaved(name string, in Inputs, err error, now time.Time) error {
 	switch {
 	case errors.Is(err, ErrNotLeader):
 		c.follow(err.Error())
 	case errors.Is(err, ErrCommandWithdrawn):
-		c.requeue(name, in)
+		c.reloadTerm()
 	default:
 		c.saveFailed(name, err, now)
-		c.requeue(name, in)
+		c.reloadTerm()
 	}
 	return &PersistError{Rollout: name, Err: err}
+}
+
+// reloadTerm makes the leader read every state from etcd again before it decides more:
+// the inputs of what it had decided so far are dropped (measurements in flight are
+// taken again), and the fleet waits start over from the states read.
+func (c *Controller) reloadTerm() {
+	r := c.rep
+	for n, cancel := range r.waits {
+		cancel()
+		delete(r.waits, n)
+	}
+	clear(r.waitGen)
+	c.newEpoch()
+	r.loaded = false
 }
 
 // reconcile starts the releases the config asks for and etcd lacks: a rollout without a
@@ -725,14 +742,8 @@ func (c *Controller) reloadReplicated(cfg *model.Config) error {
 	c.states = next
 	if r.term != nil {
 		// A rollout new to this config may have a state in etcd: read them all again,
-		// fenced, before deciding (in-flight measurements are taken again).
-		for n, cancel := range r.waits {
-			cancel()
-			delete(r.waits, n)
-		}
-		clear(r.waitGen)
-		c.newEpoch()
-		r.loaded = false
+		// fenced, before deciding.
+		c.reloadTerm()
 	} else {
 		for n := range next {
 			if sc, ok := r.latest[n]; ok {

@@ -2,7 +2,9 @@ package analyzer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +22,8 @@ import (
 // end to end (e2e/ha); this one lets the controller's replicated mode be driven step by
 // step.
 type fakeEtcd struct {
-	mu       sync.Mutex
+	mu        sync.Mutex
+	ambiguous bool // the next Save commits but fails (a request that timed out)
 	rev      int64
 	log      []StoredState
 	leader   *fakeTerm
@@ -210,15 +213,20 @@ func (t *fakeTerm) Save(ctx context.Context, rollout string, state []byte, cmdID
 	if err := t.fencedLocked(); err != nil {
 		return 0, err
 	}
-	if cmdID != "" && !t.e.taken[cmdID] {
+	if cmdID != "" && !slices.ContainsFunc(t.e.queue, func(c Command) bool { return c.ID == cmdID }) {
 		return 0, ErrCommandWithdrawn
 	}
 	t.e.rev++
 	t.e.log = append(t.e.log, StoredState{Rollout: rollout, State: append([]byte(nil), state...), Revision: t.e.rev})
 	if cmdID != "" {
 		t.e.outcomes[cmdID] = Outcome{Leader: t.id, Changed: true, Revision: t.e.rev}
+		t.e.queue = slices.DeleteFunc(t.e.queue, func(c Command) bool { return c.ID == cmdID })
 	}
 	t.e.broadcastLocked()
+	if t.e.ambiguous {
+		t.e.ambiguous = false
+		return 0, errors.New("etcdserver: request timed out")
+	}
 	return t.e.rev, nil
 }
 
@@ -228,6 +236,10 @@ func (t *fakeTerm) Complete(ctx context.Context, cmdID, refusal string) error {
 	if err := t.fencedLocked(); err != nil {
 		return err
 	}
+	if !slices.ContainsFunc(t.e.queue, func(c Command) bool { return c.ID == cmdID }) {
+		return ErrCommandWithdrawn
+	}
+	t.e.queue = slices.DeleteFunc(t.e.queue, func(c Command) bool { return c.ID == cmdID })
 	t.e.rev++
 	t.e.outcomes[cmdID] = Outcome{Leader: t.id, Error: refusal, Revision: t.e.rev}
 	t.e.broadcastLocked()
@@ -564,4 +576,37 @@ func stoppedDeciding(m *member) bool {
 		return false
 	}
 	return <-done
+}
+
+// TestReplicatedAmbiguousSaveIsReadBack: a save that etcd applied although the leader saw
+// it fail (a request that timed out) is not decided over: the leader reads the states
+// again, serves the committed one, and the command it carried is reported done once.
+func TestReplicatedAmbiguousSaveIsReadBack(t *testing.T) {
+	e := newFakeEtcd()
+	cfg := testConfig(weightStep(20), model.Step{Pause: &model.Pause{}}, weightStep(50), model.Step{Pause: &model.Pause{}})
+	ms := []*member{startMember(t, e, "a", cfg, nil), startMember(t, e, "b", cfg, nil)}
+	e.elect(ms[0].repl)
+	ms[0].waitStatus(t, "paused at 20", func(s RolloutStatus) bool { return s.Phase == PhasePaused && s.ActualWeight == 20 })
+	e.mu.Lock()
+	e.ambiguous = true
+	e.mu.Unlock()
+	if err := ms[1].c.Promote("app", false); err != nil {
+		t.Fatalf("promote whose save was applied but reported failed: %v", err)
+	}
+	for _, m := range ms {
+		m.waitStatus(t, "paused at 50", func(s RolloutStatus) bool { return s.Phase == PhasePaused && s.Step == 3 && s.ActualWeight == 50 })
+	}
+	var steps []int
+	for _, s := range e.log {
+		st, err := DecodeState(s.State)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(steps); n == 0 || steps[n-1] != st.Step {
+			steps = append(steps, st.Step)
+		}
+	}
+	if !slices.IsSorted(steps) {
+		t.Errorf("steps committed: %v: the leader decided over a save etcd had applied", steps)
+	}
 }

@@ -149,7 +149,23 @@ func (t *Term) fence() []clientv3.Cmp {
 
 // txn runs ops when the fence and cmps hold. It refuses without asking etcd when the
 // term is over, and stops waiting for etcd when the term ends meanwhile.
+//
+// A failure that may pass — etcd electing a leader after a member died, the member the
+// request went to gone mid-request — is tried again while the term lasts and ctx allows.
+// The attempt that failed may have been applied all the same: a state written twice is
+// the same state; a command it completed is no longer queued, so the retry fails with
+// errConditionFailed (ErrCommandWithdrawn), and the caller reads the states again.
 func (t *Term) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	for {
+		resp, err := t.txnOnce(ctx, cmps, ops...)
+		if err == nil || !transient(err) || t.Err() != nil || ctx.Err() != nil {
+			return resp, err
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+func (t *Term) txnOnce(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if err := t.Err(); err != nil {
 		t.r.m.writes.WithLabelValues("refused").Inc()
 		return nil, err

@@ -24,15 +24,15 @@ import (
 type fakeEtcd struct {
 	mu        sync.Mutex
 	ambiguous bool // the next Save commits but fails (a request that timed out)
-	rev      int64
-	log      []StoredState
-	leader   *fakeTerm
-	reports  map[string]map[string]ReplicaApplied // live replica → its report
-	queue    []Command
-	taken    map[string]bool
-	outcomes map[string]Outcome
-	changed  chan struct{}
-	nextID   int
+	rev       int64
+	log       []StoredState
+	leader    *fakeTerm
+	reports   map[string]map[string]ReplicaApplied // live replica → its report
+	queue     []Command
+	taken     map[string]bool
+	outcomes  map[string]Outcome
+	changed   chan struct{}
+	nextID    int
 }
 
 func newFakeEtcd() *fakeEtcd {

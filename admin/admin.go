@@ -100,6 +100,7 @@ type Server struct {
 	ready    []ReadyFunc
 	stop     chan struct{} // closed by Shutdown: ends event streams
 	stopOnce sync.Once
+	replicas replicaRoutes // replicas.go
 }
 
 // LoadToken reads a bearer token file: its content with surrounding white space trimmed.
@@ -337,6 +338,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/rollouts/{name}/{action}", s.handleAction)
 	m.HandleFunc("GET /api/v1/xds/nodes", s.handleNodes)
 	m.HandleFunc("GET /api/v1/events", s.handleEvents)
+	s.replicaRoutes(m)
 	web := webHandler()
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

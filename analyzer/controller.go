@@ -68,6 +68,12 @@ type Options struct {
 	// Discovery tells, on every tick, what endpoint discovery found for each cluster;
 	// status shows it beside the cluster's health. nil: nothing to show.
 	Discovery DiscoveryReporter
+	// Replication, when set, makes this controller one replica of several (leader.go):
+	// it decides only while it leads, and states live in etcd (StateDir and Store are
+	// not used). InitialStates are the states read from etcd before the data planes
+	// were bound: what it serves first.
+	Replication   Replication
+	InitialStates map[string]StoredState
 }
 
 // Controller runs every rollout of a config. Its decisions are serialized on one
@@ -94,6 +100,9 @@ type Controller struct {
 
 	inboxMu sync.Mutex
 	inbox   map[string]*Inputs // measurement results and data-plane outcomes, by rollout
+	epoch   atomic.Uint64      // replicated: inputs of an earlier term are dropped (leader.go)
+
+	rep *replica // replicated mode (leader.go); nil alone
 
 	view  atomic.Pointer[readView]
 	ackTO atomic.Int64 // WaitApplied bound, nanoseconds
@@ -194,7 +203,7 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 	if c.clock == nil {
 		c.clock = realClock{}
 	}
-	if c.store == nil {
+	if c.store == nil && opts.Replication == nil {
 		dir := opts.StateDir
 		if dir == "" {
 			dir = cfg.ControlPlane.StateDir
@@ -224,11 +233,30 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.hooks = newWebhooks(c.ctx, hooks, c.log)
+	report := c.applied
+	if opts.Replication != nil {
+		c.initReplicated(cfg, opts.Replication, opts.InitialStates)
+		report = c.planesApplied
+	} else if err := c.restore(cfg); err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.setAckTimeout(cfg)
+	c.pollHealth()
+	c.pollDiscovery()
+	c.pub = newPublisher(c.ctx, opts.DataPlanes, c.log, c.ackTimeout, c.clock, report)
+	c.dirty = true
+	c.publish()
+	c.publishView()
+	return c, nil
+}
 
+// restore loads the stored states of cfg's rollouts (a changed revision starts a new
+// release) and saves them.
+func (c *Controller) restore(cfg *model.Config) error {
 	loaded, err := c.store.Load()
 	if err != nil {
-		c.cancel()
-		return nil, fmt.Errorf("load rollout state: %w", err)
+		return fmt.Errorf("load rollout state: %w", err)
 	}
 	now := c.clock.Now()
 	c.cfg = cfg
@@ -258,20 +286,12 @@ func NewController(cfg *model.Config, opts Options) (*Controller, error) {
 				Message: fmt.Sprintf("release %s started: stable %s, canary %s", r.Revision, st.Stable, st.Canary)})
 		}
 		if err := c.store.Save(&st); err != nil {
-			c.cancel()
-			return nil, fmt.Errorf("save rollout state: %w", err)
+			return fmt.Errorf("save rollout state: %w", err)
 		}
 		c.states[r.Name] = &st
 		c.metrics.setRollout(&st)
 	}
-	c.setAckTimeout(cfg)
-	c.pollHealth()
-	c.pollDiscovery()
-	c.pub = newPublisher(c.ctx, opts.DataPlanes, c.log, c.ackTimeout, c.clock, c.applied)
-	c.dirty = true
-	c.publish()
-	c.publishView()
-	return c, nil
+	return nil
 }
 
 // Run makes the decisions until ctx is done: it steps every rollout when something
@@ -293,6 +313,24 @@ func (c *Controller) Run(ctx context.Context) error {
 			req.done <- req.f()
 		case <-c.wake:
 		case <-c.clock.After(wait):
+		// Replicated (leader.go): leadership begins and ends, committed states arrive,
+		// operator commands come from the term.
+		case t := <-c.rep.termCh():
+			c.lead(t)
+		case <-c.rep.lostCh():
+			c.follow("the term of leadership ended")
+		case sc, ok := <-c.rep.stateCh():
+			if !ok {
+				c.rep.states = nil
+				continue
+			}
+			c.observe(sc)
+		case cmd, ok := <-c.rep.cmdCh():
+			if !ok {
+				c.rep.cmds = nil
+				continue
+			}
+			c.carryOut(cmd)
 		}
 	}
 }
@@ -334,9 +372,14 @@ func (c *Controller) nextWait(tick time.Duration) time.Duration {
 	return wait
 }
 
-// deliver queues inputs for rollout name and wakes the loop.
-func (c *Controller) deliver(name string, f func(*Inputs)) {
+// deliver queues inputs for rollout name and wakes the loop, unless they belong to an
+// earlier epoch (replicated: a term that has ended).
+func (c *Controller) deliver(epoch uint64, name string, f func(*Inputs)) {
 	c.inboxMu.Lock()
+	if c.epoch.Load() != epoch {
+		c.inboxMu.Unlock()
+		return
+	}
 	in := c.inbox[name]
 	if in == nil {
 		in = &Inputs{}
@@ -374,20 +417,38 @@ func (c *Controller) requeue(name string, in Inputs) {
 }
 
 // tick reads the data planes' health, steps every rollout with its queued inputs,
-// retries saves that failed, publishes.
+// retries saves that failed, publishes. Replicated, only the leader steps (decides);
+// every replica publishes and reports.
 func (c *Controller) tick() {
 	c.pollHealth()
 	c.pollDiscovery()
-	names := make([]string, 0, len(c.states))
-	for n := range c.states {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		_ = c.step(n, c.takeInputs(n))
+	if c.decides() {
+		if c.rep != nil {
+			c.reconcile(c.clock.Now())
+		}
+		names := make([]string, 0, len(c.states))
+		for n := range c.states {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if !c.decides() {
+				break
+			}
+			if c.rep != nil && c.rep.revs[n] == 0 {
+				continue // its first release is not in etcd yet (reconcile retries)
+			}
+			_ = c.step(n, c.takeInputs(n))
+		}
+		if c.rep != nil && c.decides() {
+			c.retryCommands()
+		}
 	}
 	c.publish()
 	c.publishView()
+	if c.rep != nil {
+		c.report()
+	}
 }
 
 // stateBytes marshals st without its UpdatedAt, to tell real changes apart.
@@ -416,7 +477,8 @@ func (c *Controller) step(name string, in Inputs) error {
 	in.Health = c.health
 	st, actions := Step(r, *old, now, in)
 	retry := c.unsaved[name]
-	safe := safeUnsaved(old, &st, in)
+	// Replicated, nothing takes effect unsaved: another replica may lead (leader.go).
+	safe := c.rep == nil && safeUnsaved(old, &st, in)
 	if retry != nil && now.Before(retry.next) {
 		// Backing off from a failed save: only a decision that is safe unsaved takes
 		// effect meanwhile.
@@ -428,7 +490,10 @@ func (c *Controller) step(name string, in Inputs) error {
 		return &PersistError{Rollout: name, Applied: true, Err: retry.err}
 	}
 	if retry != nil || !bytes.Equal(stateBytes(old), stateBytes(&st)) {
-		if err := c.store.Save(&st); err != nil {
+		if err := c.save(&st); err != nil {
+			if c.rep != nil {
+				return c.notSaved(name, in, err, now)
+			}
 			c.saveFailed(name, err, now)
 			if !safe {
 				c.requeue(name, in)
@@ -461,6 +526,9 @@ func safeUnsaved(old, st *State, in Inputs) bool {
 // commit makes st the rollout's state and carries out its actions.
 func (c *Controller) commit(r *model.Rollout, old, st *State, actions []Action, in Inputs, now time.Time) {
 	c.states[r.Name] = st
+	if c.rep != nil {
+		c.awaitFleet(r.Name)
+	}
 	if old.AbortLatency == nil && st.AbortLatency != nil {
 		c.metrics.abortLatency.Observe(*st.AbortLatency)
 		c.log.Info("abort applied", zap.String("rollout", r.Name), zap.String("cause", st.AbortCause),
@@ -485,18 +553,21 @@ func (c *Controller) commit(r *model.Rollout, old, st *State, actions []Action, 
 // saveFailed records a failed save: logged once per distinct error, retried with backoff.
 func (c *Controller) saveFailed(name string, err error, now time.Time) {
 	r := c.unsaved[name]
+	limit, msg := saveRetryMax, "cannot save rollout state: only aborts take effect until it is saved; retrying with backoff"
+	if c.rep != nil {
+		limit, msg = c.rep.ttl, "cannot save rollout state to etcd: nothing takes effect until it is saved; retrying with backoff"
+	}
 	if r == nil {
 		r = &saveRetry{backoff: saveRetryMin}
 		c.unsaved[name] = r
 	} else {
-		r.backoff = min(r.backoff*2, saveRetryMax)
+		r.backoff = min(r.backoff*2, limit)
 	}
 	r.err = err
 	r.next = now.Add(r.backoff)
 	if c.saveErrs[name] != err.Error() {
 		c.saveErrs[name] = err.Error()
-		c.log.Error("cannot save rollout state: only aborts take effect until it is saved; retrying with backoff",
-			zap.String("rollout", name), zap.Error(err))
+		c.log.Error(msg, zap.String("rollout", name), zap.Error(err))
 	}
 	c.metrics.saveErrors.Inc()
 }
@@ -522,6 +593,7 @@ func (c *Controller) measure(r *model.Rollout, st *State, a *MeasureAction, now 
 	if a.Metric.Provider.Judge != nil {
 		req.MinRequests = 0 // the judge has its own minimum samples
 	}
+	epoch := c.epoch.Load()
 	go func() {
 		ms := c.measurer.Measure(c.ctx, req)
 		// Finished when its answer is in: the next one is due an interval later, and an
@@ -529,7 +601,7 @@ func (c *Controller) measure(r *model.Rollout, st *State, a *MeasureAction, now 
 		ms.FinishedAt = c.clock.Now()
 		c.log.Debug("measurement", zap.String("rollout", r.Name), zap.String("metric", a.Metric.Name),
 			zap.String("phase", string(ms.Phase)), zap.String("value", ms.Value), zap.String("message", ms.Message))
-		c.deliver(r.Name, func(in *Inputs) {
+		c.deliver(epoch, r.Name, func(in *Inputs) {
 			in.Results = append(in.Results, Result{Run: a.Run, Metric: a.Metric.Name, Measurement: ms})
 		})
 	}()
@@ -573,7 +645,11 @@ func (c *Controller) emit(e *Event) {
 		c.log.Info("rollout event", fields...)
 	}
 	c.metrics.events.WithLabelValues(e.Rollout, e.Type).Inc()
-	c.hooks.send(e)
+	if c.rep != nil && !c.rep.valid() {
+		c.log.Warn("event not sent to webhooks: this replica no longer leads", zap.String("event", e.Type), zap.String("rollout", e.Rollout))
+	} else {
+		c.hooks.send(e)
+	}
 	rec := append(c.recent[e.Rollout], *e)
 	if len(rec) > maxRecentEvents {
 		rec = rec[len(rec)-maxRecentEvents:]
@@ -619,7 +695,7 @@ func (c *Controller) publish() {
 // applied is the publisher's report: the data planes applied (or refused) gens.
 func (c *Controller) applied(gens map[string]Applied) {
 	for n, a := range gens {
-		c.deliver(n, func(in *Inputs) { in.Applied = append(in.Applied, a) })
+		c.deliver(c.epoch.Load(), n, func(in *Inputs) { in.Applied = append(in.Applied, a) })
 	}
 }
 
@@ -651,6 +727,9 @@ func (c *Controller) publishView() {
 		v.statuses[r.Name] = s
 	}
 	c.view.Store(v)
+	if c.rep != nil {
+		c.rep.published(c.rep.revs)
+	}
 }
 
 // Reload switches to cfg, keeping the state of rollouts whose revision is unchanged. A
@@ -661,6 +740,9 @@ func (c *Controller) Reload(cfg *model.Config) error {
 }
 
 func (c *Controller) reload(cfg *model.Config) error {
+	if c.rep != nil {
+		return c.reloadReplicated(cfg)
+	}
 	now := c.clock.Now()
 	next := map[string]*State{}
 	var events []*Event
@@ -729,6 +811,9 @@ func (c *Controller) SetReloadError(err error, diagnostics []string) {
 var ErrUnknownRollout = errors.New("unknown rollout")
 
 func (c *Controller) command(name string, cmd CommandKind) error {
+	if c.rep != nil {
+		return c.commandReplicated(name, cmd)
+	}
 	return c.do(func() error {
 		st := c.states[name]
 		if st == nil {

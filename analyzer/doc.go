@@ -23,6 +23,11 @@
 // that cannot bind) aborts the rollout with the data plane's message, and the publisher
 // retries the refused routing with exponential backoff, logging each distinct error once.
 //
+// With Options.Replication the Controller is one replica of several on etcd (leader.go):
+// it decides only while it holds a term of leadership, saves through the term's fenced
+// write (a decision etcd refuses never takes effect), and otherwise serves the states
+// the leader commits; a step completes when every replica's data planes applied it.
+//
 // When a State cannot be saved, only decisions that are safe unsaved take effect (an
 // abort — weight 0, header and mirror routes removed — or measuring without moving on);
 // nothing is promoted, the save is retried with backoff (logged once per distinct error,

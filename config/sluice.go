@@ -458,7 +458,7 @@ func (l *loader) controlPlane(d *dec, name string, pos model.Pos, spec *obj) {
 	if s := d.strField(spec, "stateDir"); s != "" {
 		cp.StateDir = s
 	}
-	if cp.Etcd = d.etcdStore(spec); cp.Etcd != nil && etcdServed && spec.get("stateDir") != nil {
+	if cp.Etcd = d.etcdStore(spec); cp.Etcd != nil && spec.get("stateDir") != nil {
 		d.warnf(spec.key("stateDir"), CodeIgnored, "%s is ignored: with store.etcd, rollout state lives in etcd", spec.sub("stateDir"))
 	}
 	cp.MinRequests = d.nonNegative(spec, "minRequests", DefaultMinRequests)

@@ -18,11 +18,6 @@ const (
 	DefaultEtcdLeaseTTL = 5 * time.Second
 )
 
-// etcdServed says whether `sluice serve` runs on store.etcd. Until it does, a config
-// with store.etcd is valid (package ha and the deploy files use it) but serve keeps state
-// in stateDir, and says so instead of dropping the setting silently.
-var etcdServed = false
-
 // etcdStore decodes ControlPlane.spec.store: {etcd: {endpoints, prefix, leaseTTL, tls}}.
 // It returns nil when store is absent.
 func (d *dec) etcdStore(spec *obj) *model.EtcdStore {
@@ -37,9 +32,6 @@ func (d *dec) etcdStore(spec *obj) *model.EtcdStore {
 	eo := so.obj("etcd")
 	defer eo.end()
 	e := &model.EtcdStore{Prefix: DefaultEtcdPrefix, LeaseTTL: DefaultEtcdLeaseTTL, Pos: d.pos(so.key("etcd"))}
-	if !etcdServed {
-		d.warnf(so.key("etcd"), CodeIgnored, "%s is not used by sluice serve yet: this process keeps rollout state in stateDir and runs alone", so.sub("etcd"))
-	}
 
 	eps := eo.get("endpoints")
 	if eps == nil || isNull(eps) {

@@ -16,16 +16,7 @@ func controlPlaneDoc(spec string) string {
 	return "apiVersion: sluice.dev/v1alpha1\nkind: ControlPlane\nmetadata: {name: main}\nspec:\n" + spec
 }
 
-// servedEtcd makes the loader treat store.etcd as served (as it will be once sluice
-// serve runs on it) for the rest of the test.
-func servedEtcd(t *testing.T) {
-	old := etcdServed
-	etcdServed = true
-	t.Cleanup(func() { etcdServed = old })
-}
-
 func TestEtcdStore(t *testing.T) {
-	servedEtcd(t)
 	cfg, ds := LoadBytes("cp.yaml", []byte(controlPlaneDoc(`  store:
     etcd:
       endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "etcd-2.etcd:2379"]
@@ -69,7 +60,6 @@ func TestEtcdStore(t *testing.T) {
 }
 
 func TestEtcdStoreProblems(t *testing.T) {
-	servedEtcd(t)
 	for _, tc := range []struct {
 		name string
 		spec string
@@ -126,22 +116,5 @@ func TestEtcdStoreProblems(t *testing.T) {
 				t.Errorf("diagnostics (-want +got):\n%s\nconfig:\n%s", d, strings.TrimSpace(tc.spec))
 			}
 		})
-	}
-}
-
-// TestEtcdStoreNotServedYet: until sluice serve runs on etcd, a config with store.etcd
-// says so once, and keeps its stateDir (no "stateDir is ignored").
-func TestEtcdStoreNotServedYet(t *testing.T) {
-	if etcdServed {
-		t.Skip("sluice serve runs on store.etcd")
-	}
-	cfg, ds := LoadBytes("cp.yaml", []byte(controlPlaneDoc("  stateDir: /var/lib/sluice\n  store:\n    etcd: {endpoints: [\"http://a:2379\"]}\n")))
-	want := []string{"cp.yaml:7: warning: spec.store.etcd is not used by sluice serve yet: this process keeps rollout state in stateDir and runs alone"}
-	var got []string
-	for _, d := range ds {
-		got = append(got, d.String())
-	}
-	if d := cmp.Diff(want, got); d != "" || cfg.ControlPlane.StateDir != "/var/lib/sluice" || cfg.ControlPlane.Etcd == nil {
-		t.Errorf("diagnostics (-want +got):\n%s\nstateDir %q etcd %+v", d, cfg.ControlPlane.StateDir, cfg.ControlPlane.Etcd)
 	}
 }

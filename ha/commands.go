@@ -9,8 +9,12 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The operator actions a Command may carry.
@@ -52,6 +56,12 @@ type Outcome struct {
 	// Leader is the ID of the replica that decided; At when.
 	Leader string    `json:"leader"`
 	At     time.Time `json:"at"`
+	// Changed is true when the command changed its rollout's state: the outcome was
+	// written together with that state (Term.Save), at Revision.
+	Changed bool `json:"changed,omitempty"`
+	// Revision is the etcd revision at which the outcome was written (set by
+	// WaitOutcome and Do); with Changed, the revision of the state the command caused.
+	Revision int64 `json:"-"`
 }
 
 func validAction(a string) bool {
@@ -77,16 +87,38 @@ func (r *Replica) Submit(ctx context.Context, c Command) (Command, error) {
 	_, _ = rand.Read(b[:])
 	c.ID = time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 	c.From, c.At = r.id, time.Now().UTC()
-	k := r.key(commandsDir, c.ID)
-	resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(clientv3.OpPut(k, mustJSON(c))).Commit()
-	if err != nil {
-		return c, err
+	k, v := r.key(commandsDir, c.ID), mustJSON(c)
+	// A failure that may pass (an etcd leader election after a member died, a member that
+	// went away mid-request) is tried again until ctx ends. A request that timed out may
+	// have committed all the same: then the key holds this very command.
+	for {
+		resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, v)).Else(clientv3.OpGet(k)).Commit()
+		switch {
+		case err == nil && resp.Succeeded:
+			c.Revision = resp.Header.Revision
+			return c, nil
+		case err == nil:
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && string(kvs[0].Value) == v {
+				c.Revision = kvs[0].CreateRevision
+				return c, nil
+			}
+			return c, errors.New("ha: command ID collision; submit again")
+		case ctx.Err() != nil || !transient(err):
+			return c, err
+		}
+		sleep(ctx, 100*time.Millisecond)
 	}
-	if !resp.Succeeded {
-		return c, errors.New("ha: command ID collision; submit again")
+}
+
+// transient reports whether an etcd error may pass on its own: a request that timed out,
+// no etcd leader or a leader change, a member that cannot be reached.
+func transient(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
 	}
-	c.Revision = resp.Header.Revision
-	return c, nil
+	return status.Code(err) == codes.Unavailable
 }
 
 // Withdraw removes a queued command that no leader has taken yet. withdrawn is false
@@ -128,7 +160,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut {
 					cancel()
-					return decodeOutcome(ev.Kv.Value)
+					return decodeOutcome(ev.Kv)
 				}
 			}
 		}
@@ -145,7 +177,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 			continue
 		}
 		if len(resp.Kvs) > 0 {
-			return decodeOutcome(resp.Kvs[0].Value)
+			return decodeOutcome(resp.Kvs[0])
 		}
 		from = resp.Header.Revision + 1
 	}
@@ -161,7 +193,7 @@ func (r *Replica) waitOutcome(ctx context.Context, c Command) (Outcome, error) {
 	}
 	resp, err := r.cli.Get(cctx, k)
 	if err == nil && len(resp.Kvs) > 0 {
-		return decodeOutcome(resp.Kvs[0].Value)
+		return decodeOutcome(resp.Kvs[0])
 	}
 	return Outcome{}, fmt.Errorf("ha: the leader took the command but its outcome is gone (the leader died since): check the rollout's status")
 }
@@ -175,11 +207,12 @@ func (r *Replica) Do(ctx context.Context, c Command) (Outcome, error) {
 	return r.WaitOutcome(ctx, c)
 }
 
-func decodeOutcome(b []byte) (Outcome, error) {
+func decodeOutcome(kv *mvccpb.KeyValue) (Outcome, error) {
 	var o Outcome
-	if err := json.Unmarshal(b, &o); err != nil {
+	if err := json.Unmarshal(kv.Value, &o); err != nil {
 		return o, fmt.Errorf("ha: unreadable outcome: %w", err)
 	}
+	o.Revision = kv.ModRevision
 	return o, nil
 }
 

@@ -25,6 +25,7 @@
 //	replicas/<id>      a replica's registration (Info JSON), bound to its lease
 //	commands/<id>      an operator command waiting for the leader (Command JSON)
 //	outcomes/<id>      a command's outcome (Outcome JSON), bound to the deciding leader's lease
+//	shared/<name>      a value every replica shares (Shared): sticky-cookie keys
 //
 // The state values are the bytes given to Save, unchanged, so `etcdctl get --prefix
 // /sluice/states/` shows them as they are.

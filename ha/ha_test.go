@@ -32,6 +32,8 @@ func TestReplicas(t *testing.T) {
 	t.Run("config mismatch does not lead", func(t *testing.T) { testMismatch(t, eps) })
 	t.Run("import", func(t *testing.T) { testImport(t, eps) })
 	t.Run("started while etcd is unreachable", func(t *testing.T) { testStartUnreachable(t, eps) })
+	t.Run("fleet gatherer", func(t *testing.T) { testFleetGatherer(t, eps) })
+	t.Run("refusal reported", func(t *testing.T) { testRefusal(t, eps) })
 }
 
 // testStartUnreachable starts a replica whose only way to etcd is cut: it does not lead,

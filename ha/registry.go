@@ -12,10 +12,30 @@ import (
 )
 
 // Applied is what a replica's data planes have all applied for one rollout: the weight
-// and the revision of the state it came from.
+// and the revision of the state it came from. When a data plane refused a later state
+// (an xDS NACK, an ACK timeout), Refused is that state's revision and Error the data
+// plane's message; the leader's WaitApplied then fails with a *RefusedError.
 type Applied struct {
 	Weight   int
 	Revision int64
+	Refused  int64
+	Error    string
+}
+
+// Refusal is a state a replica's data planes refused: its revision and their message.
+type Refusal struct {
+	Revision int64  `json:"revision"`
+	Error    string `json:"error"`
+}
+
+// RefusedError is WaitApplied's answer when a replica's data planes refused the state.
+type RefusedError struct {
+	Replica string
+	Refusal
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("replica %s refused state revision %d: %s", e.Replica, e.Revision, e.Refusal.Error)
 }
 
 // Info is one live replica as registered in etcd (the rows of GET /api/v1/replicas).
@@ -28,7 +48,9 @@ type Info struct {
 	// rollout; AppliedRevisions the state revision it came from.
 	AppliedWeights   map[string]int   `json:"appliedWeights"`
 	AppliedRevisions map[string]int64 `json:"appliedRevisions"`
-	ConfigDigest     string           `json:"configDigest"`
+	// Refused lists, per rollout, a newer state this replica's data planes refused.
+	Refused      map[string]Refusal `json:"refused,omitempty"`
+	ConfigDigest string             `json:"configDigest"`
 	// LastSeen is when the replica last wrote its registration (at least every leaseTTL).
 	LastSeen time.Time `json:"lastSeen"`
 }
@@ -63,6 +85,12 @@ func (r *Replica) info() Info {
 	for k, a := range r.applied {
 		in.AppliedWeights[k] = a.Weight
 		in.AppliedRevisions[k] = a.Revision
+		if a.Error != "" {
+			if in.Refused == nil {
+				in.Refused = map[string]Refusal{}
+			}
+			in.Refused[k] = Refusal{Revision: a.Refused, Error: a.Error}
+		}
 	}
 	return in
 }
@@ -183,7 +211,9 @@ func (v View) AppliedWeight(rollout string) (weight int, ok bool) {
 
 // WaitApplied returns once every live replica running this replica's config digest
 // reports, for rollout, a state revision of at least rev (the revision Save returned):
-// then every data plane of the fleet serves that state or a later one. Replicas with
+// then every data plane of the fleet serves that state or a later one. When one of them
+// reports that its data planes refused rev or a later state, it returns a *RefusedError
+// naming the replica with the data plane's message. Replicas with
 // another config digest are not waited for (they are reported as mismatched). A replica
 // that dies stops counting when its lease expires.
 func (r *Replica) WaitApplied(ctx context.Context, rollout string, rev int64) error {
@@ -200,12 +230,13 @@ func (r *Replica) WaitApplied(ctx context.Context, rollout string, rev int64) er
 				regs[string(kv.Key)] = in
 			}
 		}
-		if r.fleetApplied(regs, rollout, rev) {
-			return nil
+		if done, err := r.fleetApplied(regs, rollout, rev); done {
+			return err
 		}
 		wctx, cancel := context.WithCancel(ctx)
 		wch := r.cli.Watch(clientv3.WithRequireLeader(wctx), dir, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 		done := false
+		var refused error
 		for wr := range wch {
 			if wr.Err() != nil {
 				break
@@ -220,14 +251,13 @@ func (r *Replica) WaitApplied(ctx context.Context, rollout string, rev int64) er
 					regs[string(ev.Kv.Key)] = in
 				}
 			}
-			if r.fleetApplied(regs, rollout, rev) {
-				done = true
+			if done, refused = r.fleetApplied(regs, rollout, rev); done {
 				break
 			}
 		}
 		cancel()
 		if done {
-			return nil
+			return refused
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -235,19 +265,28 @@ func (r *Replica) WaitApplied(ctx context.Context, rollout string, rev int64) er
 	}
 }
 
-func (r *Replica) fleetApplied(regs map[string]Info, rollout string, rev int64) bool {
+// fleetApplied reports whether the wait is over: every live replica with this replica's
+// digest applied rev or later (nil), or one refused rev or later (a *RefusedError).
+func (r *Replica) fleetApplied(regs map[string]Info, rollout string, rev int64) (bool, error) {
 	r.mu.Lock()
 	digest := r.digest
 	r.mu.Unlock()
-	n := 0
+	n, all := 0, true
 	for _, in := range regs {
 		if in.ConfigDigest != digest {
 			continue
 		}
+		if f, ok := in.Refused[rollout]; ok && f.Revision >= rev {
+			return true, &RefusedError{Replica: in.ID, Refusal: f}
+		}
 		if in.AppliedRevisions[rollout] < rev {
-			return false
+			all = false
 		}
 		n++
 	}
-	return n > 0
+	return all && n > 0, nil
 }
+
+// Self is this replica's registration as it would write it now (for a view of the
+// replica while etcd cannot be read).
+func (r *Replica) Self() Info { return r.info() }

@@ -23,6 +23,7 @@ const (
 	replicasDir = "replicas/"
 	commandsDir = "commands/"
 	outcomesDir = "outcomes/"
+	sharedDir   = "shared/"
 )
 
 // Options configures a Replica.

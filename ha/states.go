@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -22,16 +23,40 @@ type StateChange struct {
 // States reads every rollout state (a linearizable read: it sees every committed write)
 // and the revision it read at.
 func (r *Replica) States(ctx context.Context) (map[string][]byte, int64, error) {
+	states, rev, err := r.ReadStates(ctx)
+	return stateBytes(states), rev, err
+}
+
+// stateBytes drops the revisions of states.
+func stateBytes(states map[string]StateChange) map[string][]byte {
+	if states == nil {
+		return nil
+	}
+	out := make(map[string][]byte, len(states))
+	for k, s := range states {
+		out[k] = s.State
+	}
+	return out
+}
+
+// statesOf reads the rollout states in kvs, keys under dir, with their revisions.
+func statesOf(dir string, kvs []*mvccpb.KeyValue) map[string]StateChange {
+	out := map[string]StateChange{}
+	for _, kv := range kvs {
+		name := string(kv.Key[len(dir):])
+		out[name] = StateChange{Rollout: name, State: kv.Value, Revision: kv.ModRevision}
+	}
+	return out
+}
+
+// ReadStates is States with each state's own revision (of its last write).
+func (r *Replica) ReadStates(ctx context.Context) (map[string]StateChange, int64, error) {
 	dir := r.key(statesDir, "")
 	resp, err := r.cli.Get(ctx, dir, clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string][]byte{}
-	for _, kv := range resp.Kvs {
-		out[string(kv.Key[len(dir):])] = kv.Value
-	}
-	return out, resp.Header.Revision, nil
+	return statesOf(dir, resp.Kvs), resp.Header.Revision, nil
 }
 
 // WatchStates follows the rollout states: first every current state, then each change
@@ -120,4 +145,24 @@ func (r *Replica) ImportState(ctx context.Context, rollout string, state []byte)
 		return ErrStateExists
 	}
 	return nil
+}
+
+// Shared returns the value every replica shares under name — the keys that sign
+// sticky-session cookies, say, which every router must accept from every other: the one
+// etcd holds, or initial, written now when etcd holds none (the first replica's wins).
+func (r *Replica) Shared(ctx context.Context, name string, initial []byte) ([]byte, error) {
+	k := r.key(sharedDir, name)
+	resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(initial))).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if resp.Succeeded {
+		return initial, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return nil, errors.New("ha: shared value " + name + " was deleted while read; try again")
+	}
+	return kvs[0].Value, nil
 }

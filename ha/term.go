@@ -149,7 +149,23 @@ func (t *Term) fence() []clientv3.Cmp {
 
 // txn runs ops when the fence and cmps hold. It refuses without asking etcd when the
 // term is over, and stops waiting for etcd when the term ends meanwhile.
+//
+// A failure that may pass — etcd electing a leader after a member died, the member the
+// request went to gone mid-request — is tried again while the term lasts and ctx allows.
+// The attempt that failed may have been applied all the same: a state written twice is
+// the same state; a command it completed is no longer queued, so the retry fails with
+// errConditionFailed (ErrCommandWithdrawn), and the caller reads the states again.
 func (t *Term) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	for {
+		resp, err := t.txnOnce(ctx, cmps, ops...)
+		if err == nil || !transient(err) || t.Err() != nil || ctx.Err() != nil {
+			return resp, err
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+func (t *Term) txnOnce(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
 	if err := t.Err(); err != nil {
 		t.r.m.writes.WithLabelValues("refused").Inc()
 		return nil, err
@@ -189,15 +205,19 @@ func (t *Term) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op)
 // includes every state any earlier leader saved. Call it when a term begins, before
 // deciding anything. It returns the revision it read at.
 func (t *Term) Load(ctx context.Context) (map[string][]byte, int64, error) {
-	resp, err := t.txn(ctx, nil, clientv3.OpGet(t.r.key(statesDir, ""), clientv3.WithPrefix()))
+	states, rev, err := t.LoadStates(ctx)
+	return stateBytes(states), rev, err
+}
+
+// LoadStates is Load with each state's own revision (the revision of its last write,
+// which is what replicas report in ReportApplied once they serve it).
+func (t *Term) LoadStates(ctx context.Context) (map[string]StateChange, int64, error) {
+	dir := t.r.key(statesDir, "")
+	resp, err := t.txn(ctx, nil, clientv3.OpGet(dir, clientv3.WithPrefix()))
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string][]byte{}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		out[string(kv.Key[len(t.r.key(statesDir, "")):])] = kv.Value
-	}
-	return out, resp.Header.Revision, nil
+	return statesOf(dir, resp.Responses[0].GetResponseRange().Kvs), resp.Header.Revision, nil
 }
 
 // Save writes a rollout's state (opaque bytes: the analyzer's State JSON) if this term
@@ -209,6 +229,10 @@ func (t *Term) Load(ctx context.Context) (map[string][]byte, int64, error) {
 func (t *Term) Save(ctx context.Context, rollout string, state []byte, done ...Outcome) (int64, error) {
 	if rollout == "" || len(state) == 0 {
 		return 0, errors.New("ha: Save needs a rollout name and a state")
+	}
+	done = append([]Outcome(nil), done...)
+	for i := range done {
+		done[i].Changed = true
 	}
 	cmps, ops := t.completions(done)
 	ops = append(ops, clientv3.OpPut(t.r.key(statesDir, rollout), string(state)))

@@ -185,6 +185,12 @@ func LoadStickyKeys(file string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sticky key: %w", err)
 	}
+	return ParseStickyKeys(file, b)
+}
+
+// ParseStickyKeys reads keys in LoadStickyKeys's format from b; source names where they
+// come from in errors (a file, or an etcd key for replicas sharing them).
+func ParseStickyKeys(source string, b []byte) ([][]byte, error) {
 	var keys [][]byte
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
@@ -194,12 +200,12 @@ func LoadStickyKeys(file string) ([][]byte, error) {
 		}
 		k, err := hex.DecodeString(line)
 		if err != nil || len(k) < 16 {
-			return nil, fmt.Errorf("%s:%d: want a hex key of at least 16 bytes (e.g. openssl rand -hex 32)", file, n)
+			return nil, fmt.Errorf("%s:%d: want a hex key of at least 16 bytes (e.g. openssl rand -hex 32)", source, n)
 		}
 		keys = append(keys, k)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("%s: no key in the file", file)
+		return nil, fmt.Errorf("%s: no key in the file", source)
 	}
 	return keys, nil
 }

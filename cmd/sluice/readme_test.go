@@ -18,7 +18,9 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/sluice-mesh/sluice/analyzer"
+	"github.com/sluice-mesh/sluice/ha"
 	"github.com/sluice-mesh/sluice/internal/statedir"
+	"github.com/sluice-mesh/sluice/internal/testenv"
 	"github.com/sluice-mesh/sluice/model"
 )
 
@@ -260,7 +262,8 @@ spec:
 	_, _, errs = runCLI("promote", "backend-api", "--admin", url)
 	add(errs)
 	f, url := startAdmin(t, "")
-	for _, e := range []error{analyzer.ErrIsAborted, analyzer.ErrInProgress, analyzer.ErrNotAborted, analyzer.ErrIsCompleted} {
+	for _, e := range []error{analyzer.ErrIsAborted, analyzer.ErrInProgress, analyzer.ErrNotAborted, analyzer.ErrIsCompleted,
+		&analyzer.ReplicationError{Rollout: "backend-api", Err: ha.ErrNoOutcome}} {
 		f.err = e
 		_, _, errs = runCLI("promote", "backend-api", "--admin", url)
 		add(errs)
@@ -280,7 +283,8 @@ spec:
 	for _, m := range discoveryMessages(t) {
 		add(m)
 	}
-	return msgs
+	// Several replicas on etcd (readme_ha_test.go).
+	return append(msgs, haTroubleshootingMessages(t)...)
 }
 
 // noSeries is a built-in store that holds no series yet.
@@ -474,6 +478,15 @@ spec:
 `
 	serveFor(t, discovered, func(rs *runningServer) {
 		check("with discovery", families(t, rs), func(w string) (bool, bool) { return w == "discovery", w == "xDS" })
+	})
+
+	// With store.etcd (readme_ha_test.go): the sluice_ha_* series, from the start.
+	t.Run("store.etcd", func(t *testing.T) {
+		etcd := testenv.StartEtcd(t)
+		serveFor(t, withEtcd(metricsConfig(listen, filepath.Join(t.TempDir(), "state"), ""), etcd.Endpoints()), func(rs *runningServer) {
+			waitUntil(t, "the first tick", func() bool { return families(t, rs)["sluice_rollout_phase"] })
+			check("with store.etcd", families(t, rs), func(w string) (bool, bool) { return w == "start" || w == "etcd", w == "xDS" })
+		})
 	})
 
 	var undocumented []string

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer/embedded"
 	"github.com/sluice-mesh/sluice/config"
 	"github.com/sluice-mesh/sluice/discovery"
+	"github.com/sluice-mesh/sluice/ha"
 	"github.com/sluice-mesh/sluice/internal/statedir"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/router"
@@ -124,7 +124,7 @@ type runningServer struct {
 	AdminAddr  string
 	Controller *analyzer.Controller
 	Router     *router.Router // nil without listeners
-	Registry   *prometheus.Registry
+	Registry   prometheus.Gatherer
 	// Reload reloads the configuration files now, as SIGHUP does.
 	Reload func() error
 }
@@ -168,8 +168,13 @@ func runServe(ctx context.Context, o serveOptions) error {
 		log.Warn("config", zap.String("diagnostic", d.String()))
 	}
 
-	// One owner per stateDir, for the life of the process.
+	// One owner per stateDir, for the life of the process. With store.etcd, state lives in
+	// etcd (serve_ha.go) and the stateDir is not used.
 	stateDir := cfg.ControlPlane.StateDir
+	replicated := cfg.ControlPlane.Etcd != nil
+	if replicated {
+		stateDir = ""
+	}
 	if stateDir != "" {
 		lock, err := statedir.Acquire(stateDir)
 		if err != nil {
@@ -178,18 +183,22 @@ func runServe(ctx context.Context, o serveOptions) error {
 		defer func() { _ = lock.Release() }()
 	}
 	// What the router serves until the controller's first decision; reading the stored
-	// states now also stops a corrupt state file before anything is bound.
-	initial, err := initialSnapshot(cfg, stateDir, time.Now())
-	if err != nil {
-		return err
+	// states now also stops a corrupt state file before anything is bound. Replicated,
+	// the states are read from etcd once the admin address is bound (serve_ha.go).
+	var initial *model.Snapshot
+	if !replicated {
+		if initial, err = initialSnapshot(cfg, stateDir, time.Now()); err != nil {
+			return err
+		}
 	}
 
-	// appReg holds Sluice's own series: the embedded store reads it for analysis.
-	// /metrics serves it together with the Go runtime and process collectors.
-	appReg := prometheus.NewRegistry()
+	// appReg holds Sluice's own series and routerReg the router's: the embedded store
+	// reads both for analysis. /metrics serves them together with the Go runtime and
+	// process collectors.
+	appReg, routerReg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	runtimeReg := prometheus.NewRegistry()
 	runtimeReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gatherer := prometheus.Gatherers{appReg, runtimeReg}
+	gatherer := prometheus.Gatherers{appReg, routerReg, runtimeReg}
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -238,6 +247,19 @@ func runServe(ctx context.Context, o serveOptions) error {
 		_ = adm.Shutdown(sctx)
 	}()
 
+	// Replicated: read the states from etcd before any data plane is bound.
+	var node *replicaNode
+	if replicated {
+		if node, err = openReplica(ctx, cfg, adm.Addr(), log.Named("ha"), appReg); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting for etcd
+			}
+			return err
+		}
+		defer node.stop()
+		initial = node.initialSnapshot(cfg)
+	}
+
 	// The xDS address.
 	if xs != nil {
 		if err := xs.Start(ctx); err != nil {
@@ -260,16 +282,17 @@ func runServe(ctx context.Context, o serveOptions) error {
 		health = append(health, analyzer.HealthSource{Plane: "xds", Reporter: xs})
 	}
 	if len(cfg.Listeners) > 0 {
-		// Sticky-session cookies are signed with keys kept in the state directory, so they
+		// Sticky-session cookies are signed with keys kept in the state directory (alone) or
+		// in etcd (replicated: every router must accept every other's cookies), so they
 		// survive restarts (see router.LoadStickyKeys for rotation). The file is created
 		// only when a Listener uses sticky sessions.
 		var keys [][]byte
 		if usesStickySessions(cfg) {
-			if keys, err = router.LoadStickyKeys(filepath.Join(cfg.ControlPlane.StateDir, stickyKeyFile)); err != nil {
+			if keys, err = stickyKeys(cfg, node); err != nil {
 				return fmt.Errorf("router: %w", err)
 			}
 		}
-		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: appReg, StickyKeys: keys}); err != nil {
+		if rt, err = router.New(router.Options{Logger: log.Named("router"), Registerer: routerReg, StickyKeys: keys}); err != nil {
 			return fmt.Errorf("router: %w", err)
 		}
 		defer func() {
@@ -306,7 +329,17 @@ func runServe(ctx context.Context, o serveOptions) error {
 	}
 
 	// Everything is bound: now the controller may decide (and write state).
-	store, err := embedded.New(embedded.Options{Gatherer: appReg, Logger: log.Named("embedded")})
+	// The analysis reads the router's series; replicated, every replica's (serve_ha.go).
+	var routerSeries prometheus.Gatherer = routerReg
+	var repl analyzer.Replication
+	var initialStates map[string]analyzer.StoredState
+	if node != nil {
+		routerSeries = node.rep.FleetGatherer(routerReg, ha.FleetOptions{Path: admin.RouterMetricsPath, Token: adm.Token})
+		repl, initialStates = node.replication(), node.initial
+		adm.SetRouterMetrics(routerReg)
+		adm.SetReplicas(node.view)
+	}
+	store, err := embedded.New(embedded.Options{Gatherer: prometheus.Gatherers{appReg, routerSeries}, Logger: log.Named("embedded")})
 	if err != nil {
 		return fmt.Errorf("embedded metrics: %w", err)
 	}
@@ -315,7 +348,7 @@ func runServe(ctx context.Context, o serveOptions) error {
 
 	ctrl, err := analyzer.NewController(cfg, analyzer.Options{Logger: log.Named("analyzer"), Registerer: appReg,
 		DataPlanes: []analyzer.DataPlane{ov}, Health: health, Discovery: discoveryReporter{mgr}, StateDir: stateDir, Embedded: store,
-		Judge: analyzer.NewJudgeFactory(appReg)})
+		Judge: analyzer.NewJudgeFactory(routerSeries), Replication: repl, InitialStates: initialStates})
 	if err != nil {
 		return fmt.Errorf("analyzer: %w", err)
 	}
@@ -324,15 +357,20 @@ func runServe(ctx context.Context, o serveOptions) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); defer close(ctrlDone); runErr <- ctrl.Run(ctx) }()
 	// The controller stops before the data planes do: a decision taken while they shut
-	// down would be refused and saved as such.
+	// down would be refused and saved as such. Replicated, the replica then resigns
+	// (another leads at once) before the router drains.
+	if node != nil {
+		node.start()
+		defer node.stop()
+	}
 	defer func() { cancel(); <-ctrlDone }()
 	adm.SetRollouts(ctrl)
 	ctrlReady.Store(true)
 
-	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm, discovery: mgr,
-		adminAddr: cfg.ControlPlane.Admin.Address, stateDir: stateDir, stamps: stamps}
+	reloader := &reloader{files: o.Files, log: log, ctrl: ctrl, adm: adm, discovery: mgr, node: node,
+		adminAddr: cfg.ControlPlane.Admin.Address, stateDir: cfg.ControlPlane.StateDir, etcd: cfg.ControlPlane.Etcd, stamps: stamps}
 	if o.Started != nil {
-		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: appReg,
+		o.Started(&runningServer{AdminAddr: adm.Addr(), Controller: ctrl, Router: rt, Registry: prometheus.Gatherers{appReg, routerReg},
 			Reload: reloader.reload})
 	}
 	log.Info("sluice serving", zap.Strings("files", o.Files), zap.String("admin", adm.Addr()),
@@ -372,8 +410,10 @@ type reloader struct {
 	ctrl      *analyzer.Controller
 	adm       *admin.Server
 	discovery *discovery.Manager // nil in tests
+	node      *replicaNode       // replicated: the new config's digest goes to etcd
 	adminAddr string
 	stateDir  string
+	etcd      *model.EtcdStore
 
 	mu     sync.Mutex
 	stamps configStamps // of the files as last read
@@ -412,6 +452,9 @@ func (r *reloader) reload() error {
 		r.log.Warn("stateDir changed: takes effect after a restart",
 			zap.String("running", r.stateDir), zap.String("configured", cfg.ControlPlane.StateDir))
 	}
+	if !sameStore(cfg.ControlPlane.Etcd, r.etcd) {
+		r.log.Warn("store changed: takes effect after a restart")
+	}
 	// The token file is read again on every reload, so a rotated token takes effect.
 	token := ""
 	if f := cfg.ControlPlane.Admin.TokenFile; f != "" {
@@ -425,6 +468,9 @@ func (r *reloader) reload() error {
 		r.log.Error("reload refused by the rollout controller; the running configuration stays", zap.Error(err))
 		r.refused(err, nil)
 		return err
+	}
+	if r.node != nil {
+		r.node.rep.SetConfigDigest(ha.ConfigDigest(cfg))
 	}
 	if err := r.adm.SetToken(token); err != nil { // config validation makes this unreachable
 		r.log.Error("admin token not changed", zap.Error(err))

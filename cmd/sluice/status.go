@@ -95,6 +95,15 @@ func fetchStatus(ctx context.Context, ac *adminClient, name string, now time.Tim
 		}
 		renderStatus(&b, st, now)
 	}
+	// Replicas on store.etcd: who leads, what each serves (status_replicas.go).
+	if v, err := ac.replicas(ctx); err != nil || v != nil {
+		b.WriteByte('\n')
+		if err != nil {
+			fmt.Fprintf(&b, "replicas: cannot read: %v\n", err)
+		} else {
+			renderReplicas(&b, v, now)
+		}
+	}
 	return b.String(), nil
 }
 

@@ -17,7 +17,8 @@ import (
 // earlier releases with their measurements — every time in local time with its zone.
 func TestStatusShowsWhyAndWhatCameBefore(t *testing.T) {
 	// The operator's zone: times arrive in UTC and are shown in it, named.
-	now := time.Now().In(time.FixedZone("CEST", 2*3600))
+	// A fixed noon: a deadline minutes away stays on the same day (the CLI adds the date otherwise).
+	now := time.Date(2026, time.March, 1, 12, 0, 0, 0, time.FixedZone("CEST", 2*3600))
 	ago := func(d time.Duration) time.Time { return now.Add(-d).UTC() } // the API sends UTC
 	deadline := now.Add(9 * time.Minute).UTC()
 	st := analyzer.RolloutStatus{

@@ -55,12 +55,14 @@ type Stream struct {
 }
 
 // Noise is a log-normal multiplier of mean 1: exp(u - Sigma²/2) with u a stationary
-// Gaussian process of standard deviation Sigma, independent per cluster. Corr is its
-// correlation time in seconds (an Ornstein-Uhlenbeck process); 0 draws it afresh every
-// second.
+// Gaussian process of standard deviation Sigma, independent per cluster unless Shared.
+// Corr is its correlation time in seconds (an Ornstein-Uhlenbeck process); 0 draws it
+// afresh every second.
 type Noise struct {
 	Sigma float64
 	Corr  float64
+	// Shared gives both clusters the same multiplier (something both depend on wanders).
+	Shared bool
 }
 
 // Outages of a shared dependency: they start at random (on average Every seconds apart),
@@ -287,9 +289,15 @@ func (s *StreamSim) Step() (baseline, canary judge.ClusterStats) {
 	t := float64(s.t)
 	lam := s.st.RPS * s.trafficMult(t)
 	s.drift = s.ou(s.drift, s.st.Traffic.Drift, s.st.Traffic.DriftCorr)
-	for _, c := range []*clusterStream{s.base, s.can} {
-		s.stepCluster(c, t, lam*c.share)
+	eu, lu := s.base.errU, s.base.latU
+	s.stepCluster(s.base, t, lam*s.base.share)
+	if s.st.ErrorNoise.Shared {
+		s.can.errU = eu
 	}
+	if s.st.LatencyNoise.Shared {
+		s.can.latU = lu
+	}
+	s.stepCluster(s.can, t, lam*s.can.share)
 	s.t++
 	return s.observed(s.base), s.observed(s.can)
 }

@@ -217,21 +217,6 @@ func (t *TestState) add(sc score) {
 // evidence is the log of the mixture e-value against the null boundary.
 func (t *TestState) evidence() float64 { return logMeanExp(t.LogW) }
 
-// evidenceLess is evidence with the sum of the scores so far given an extra variance v
-// (a wander measured since): each bet λ loses λ²·v/2.
-func (t *TestState) evidenceLess(v float64) float64 {
-	if v <= 0 || t.SumP <= 0 || t.SumSecs <= 0 {
-		return t.evidence()
-	}
-	unit := math.Sqrt(t.SumP / t.SumSecs)
-	w := make([]float64, len(t.LogW))
-	for i, b := range betSizes {
-		lam := b / unit
-		w[i] = t.LogW[i] - lam*lam*v/2
-	}
-	return logMeanExp(w)
-}
-
 // evidenceShifted is the log mixture e-value against a null boundary moved by delta (in
 // units of the excess): each bet's log wealth moves by −delta·Σλh. It ignores that the
 // clipping and the cap would have acted differently, so it is for reporting bounds only.

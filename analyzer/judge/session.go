@@ -66,7 +66,7 @@ func NewSession(cfg Config, start time.Time, baseline0, canary0 ClusterStats) *S
 		Version: stateVersion, Signal: cfg.Signal, Start: start,
 		PrevBaseline: baseline0.clone(), PrevCanary: canary0.clone(),
 		Started: cfg.BurnIn <= 0, BlockStart: start,
-		Fail: newTestState(), Pass: newTestState(), Wander: newWanderState(),
+		Fail: newTestState(), Pass: newTestState(),
 	}}
 	if cfg.Signal == SignalErrors && cfg.AbsoluteTolerance > 0 {
 		s.st.FloorFail, s.st.FloorPass = newTestState(), newTestState()
@@ -229,33 +229,26 @@ func (s *Session) feedErrors(dB, dC ClusterStats, secs float64) {
 		return
 	}
 	x, y := math.Min(dC.Errors, nc), math.Min(dB.Errors, nb)
-	a, b, h := split(nc, nb)
-	burst := math.Max(s.usual(nc)/nc, s.usual(nb)/nb)
-	xf, yf := math.Min(x, burst*nc), math.Min(y, burst*nb)
-	// The nuisance (baseline) rate: the rate so far, or this block's when it is clearly
-	// higher — up to the burst level, beyond which counts are cut back below.
-	pB := math.Max(rate(st.Baseline.Errors, st.Baseline.Requests), math.Min((y-2*math.Sqrt(y))/nb, burst))
-	tau := (s.cfg.RelativeTolerance - 1) * s.ownRate()
-	if st.Blocks == 0 {
-		pB = rate(yf, nb)
-		tau = (s.cfg.RelativeTolerance - 1) * pB
-	}
-	// m: how much the score moves per unit of relative wander of the two clusters' rates
-	// (at the null boundary, root mean square of the two sides).
-	m := h * math.Sqrt(((pB+tau)*(pB+tau)+pB*pB)/2)
 	if st.Blocks > 0 { // the first block only gives the rates a start
 		// Poisson variances at the null boundary (canary rate = baseline rate + τ): the
-		// cumulant the test subtracts is the largest any null distribution has.
+		// cumulant the test subtracts is the largest any null distribution has. The
+		// nuisance (baseline) rate is the rate so far, or this block's when it is clearly
+		// higher — up to the burst level, beyond which counts are cut back below.
+		burst := math.Max(s.usual(nc)/nc, s.usual(nb)/nb)
+		pB := math.Max(rate(st.Baseline.Errors, st.Baseline.Requests), math.Min((y-2*math.Sqrt(y))/nb, burst))
 		pC := math.Max(rate(st.Canary.Errors, st.Canary.Requests), pB)
+		tau := (s.cfg.RelativeTolerance - 1) * s.ownRate()
+		a, b, h := split(nc, nb)
 		vx, vy := nc*(pB+tau), nb*pB
 		obs := a*a*nc*pC + b*b*nb*pB
-		w := s.dispersionFloor(m, h*(pB+tau), a*a*vx+b*b*vy, secs)
+		w := s.wander(h*(pB+tau), a*a*vx+b*b*vy, secs)
 		// "Worse": a burst (an error rate beyond 5× the baseline's usual one, or a
 		// Poisson excursion above it, for the smaller cluster: an outage, or its edge
 		// seen by one cluster first) counts only up to that rate, the same on either
 		// side, and the block adds little (see extremeGainCap). Cutting both at one rate
 		// favours the cluster with more traffic (whose rate varies less), never the canary
 		// over a baseline that behaves alike.
+		xf, yf := math.Min(x, burst*nc), math.Min(y, burst*nb)
 		st.Fail.add(score{z: a*xf - b*yf - h*tau, h: h, up: a, down: b, vUp: vx, vDown: vy, obs: obs, secs: secs, minPhi: w,
 			extreme: xf < x || yf < y})
 		// For "not worse" only the baseline's burst is cut back (less is conservative):
@@ -268,7 +261,6 @@ func (s *Session) feedErrors(dB, dC ClusterStats, secs float64) {
 			st.FloorPass.add(score{z: nc*f - x, h: nc, down: 1, vDown: v, obs: nc * pC, secs: secs, noLowerClip: true})
 		}
 	}
-	st.Wander.add(xf, nc, yf, nb, m, secs, xf < x || yf < y)
 	// The baseline's own error rate leaves blocks with a burst (a shared outage) out.
 	if y <= s.usual(nb) {
 		st.OwnErrors += y
@@ -279,31 +271,18 @@ func (s *Session) feedErrors(dB, dC ClusterStats, secs float64) {
 // wanderTime is the time scale over which Config.Wander is assumed to persist.
 const wanderTime = 30.0
 
-// dispersionFloor is the least dispersion a block needs for the wander its clusters' rates
-// show (WanderState.floor: m is the score's change per unit of relative wander, p its
-// Poisson variance) or, when larger, for Config.Wander: if each cluster's rate carries its
-// own slowly drifting factor of log standard deviation W, the sum of the scores over T
-// seconds (T up to wanderTime) gains a variance of about 2W²·(mW·T)² on top of the Poisson
-// p·T (mW the score's change per unit of relative change in the compared rates); a block
-// at time T takes its share of that growth, 4W²·mW²·T, as a dispersion floor.
-func (s *Session) dispersionFloor(m, mW, p, secs float64) float64 {
-	W := s.cfg.Wander
-	if W <= 0 || p <= 0 || secs <= 0 {
-		return 1
+// wander is the dispersion floor Config.Wander implies for a block whose score moves by m
+// per unit of relative change in the compared rates and has Poisson variance p: if each
+// cluster's rate carries its own slowly drifting factor of log standard deviation W, the
+// sum of the scores over T seconds (T up to wanderTime) gains a variance of about
+// 2W²·(m·T)² on top of the Poisson p·T; a block at time T takes its share of that
+// growth, 4W²·m²·T, as a dispersion floor.
+func (s *Session) wander(m, p, secs float64) float64 {
+	if s.cfg.Wander <= 0 || p <= 0 {
+		return 0
 	}
-	if tv("OLDW", 0) == 1 {
-		t := math.Min(s.st.Fail.SumSecs+secs, wanderTime)
-		return 1 + 2*2*W*W*mW*mW*t/p
-	}
-	tau := tv("WT", 60)
-	t := s.st.Fail.SumSecs + secs
-	c := 2 * math.Expm1(W*W) // variance of the difference of two clusters' relative rates
-	return 1 + tv("WM", 2)*2*c*tau*(-math.Expm1(-t/tau))*m*m/(p*secs)
-}
-
-// wanderVariance is the variance the measured wander adds to the sum of the scores so far.
-func (s *Session) wanderVariance() float64 {
-	return tv("MARGIN", wanderMargin) * s.st.Wander.variance()
+	t := math.Min(s.st.Fail.SumSecs+secs, wanderTime)
+	return 1 + 2*2*s.cfg.Wander*s.cfg.Wander*m*m*t/p
 }
 
 // ownRate is the baseline's own error rate, from the blocks without a burst (feedErrors).
@@ -358,11 +337,8 @@ func (s *Session) feedLatency(dB, dC ClusterStats, secs float64) {
 		// 5× the usual exceedances on either side, as for errors.
 		burst := math.Max(usualCount(nc*qB)/nc, usualCount(nb*qB)/nb)
 		xf, yf := math.Min(x, burst*nc), math.Min(y, burst*nb)
-		// The canary's exceedances drift with its latency, the baseline's with its own.
-		m := h * qB
 		st.Fail.add(score{z: a*xf - b*yf, h: h, up: a, down: b, vUp: vx, vDown: vy, obs: obs, secs: secs,
-			extreme: xf < x || yf < y, minPhi: s.dispersionFloor(m, 0, a*a*vx+b*b*vy, secs)})
-		st.Wander.add(xf, nc, yf, nb, m, secs, xf < x || yf < y)
+			extreme: xf < x || yf < y})
 		st.LatencyBaselineTail = qB
 	}
 	// Pass side: the baseline counted exactly above a bound t, the canary above
@@ -377,8 +353,7 @@ func (s *Session) feedLatency(dB, dC ClusterStats, secs float64) {
 		obs := a*a*nc*(qCv+0.5)/(hC.Count+1) + b*b*vy
 		// A burst of the baseline's (a stall it sees first) is no evidence for the canary.
 		y = math.Min(y, usualCount(vy))
-		st.Pass.add(score{z: b*y - a*x, h: h, up: b, down: a, vUp: vy, vDown: vx, obs: obs, secs: secs, noLowerClip: true,
-			minPhi: s.dispersionFloor(h*qB, 0, b*b*vy+a*a*vx, secs)})
+		st.Pass.add(score{z: b*y - a*x, h: h, up: b, down: a, vUp: vy, vDown: vx, obs: obs, secs: secs, noLowerClip: true})
 	}
 }
 
@@ -435,7 +410,7 @@ func (s *Session) closer(i int, f float64, best int, bestDist float64) (int, flo
 // smaller of the ratio test and the floor test (both must reject — an intersection-union
 // test, level α without splitting α).
 func (s *Session) failEvidence() float64 {
-	e := s.st.Fail.evidenceLess(s.wanderVariance())
+	e := s.st.Fail.evidence()
 	if s.st.FloorFail != nil {
 		e = math.Min(e, s.st.FloorFail.evidence())
 	}
@@ -446,10 +421,10 @@ func (s *Session) failEvidence() float64 {
 // test does, each at α/2.
 func (s *Session) passes() bool {
 	if s.st.FloorPass == nil {
-		return s.st.Pass.evidenceLess(s.wanderVariance()) >= math.Log(1/s.cfg.Alpha)
+		return s.st.Pass.evidence() >= math.Log(1/s.cfg.Alpha)
 	}
 	thr := math.Log(2 / s.cfg.Alpha)
-	return s.st.Pass.evidenceLess(s.wanderVariance()) >= thr || s.st.FloorPass.evidence() >= thr
+	return s.st.Pass.evidence() >= thr || s.st.FloorPass.evidence() >= thr
 }
 
 // bounds returns the anytime-valid confidence bounds of the ratio the decision is about
@@ -501,19 +476,17 @@ func (s *Session) result(d Decision, elapsed time.Duration, msg string) Result {
 	a := s.cfg.Alpha
 	lower, upper := s.bounds()
 	det := map[string]float64{
-		"elapsedSeconds":   elapsed.Seconds(),
-		"alpha":            a,
-		"tolerance":        s.cfg.RelativeTolerance,
-		"absTolerance":     s.cfg.AbsoluteTolerance,
-		"logEvidenceFail":  finite(s.failEvidence()),
-		"logEvidencePass":  finite(st.Pass.evidenceLess(s.wanderVariance())),
-		"logThreshold":     math.Log(1 / a),
-		"lowerBound":       finite(lower),
-		"upperBound":       finite(upper),
-		"dispersion":       finite(st.Fail.dispersion()),
-		"wander":           finite(st.Wander.integral()),
-		"wanderDispersion": finite(st.Wander.perSecondFloor(st.Fail)),
-		"blocks":           float64(st.Blocks),
+		"elapsedSeconds":  elapsed.Seconds(),
+		"alpha":           a,
+		"tolerance":       s.cfg.RelativeTolerance,
+		"absTolerance":    s.cfg.AbsoluteTolerance,
+		"logEvidenceFail": finite(s.failEvidence()),
+		"logEvidencePass": finite(st.Pass.evidence()),
+		"logThreshold":    math.Log(1 / a),
+		"lowerBound":      finite(lower),
+		"upperBound":      finite(upper),
+		"dispersion":      finite(st.Fail.dispersion()),
+		"blocks":          float64(st.Blocks),
 	}
 	nB, nC := s.samples()
 	det["baselineSamples"], det["canarySamples"] = nB, nC

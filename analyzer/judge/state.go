@@ -6,7 +6,7 @@ import (
 )
 
 // stateVersion is SessionState.Version for this layout; Restore refuses other versions.
-const stateVersion = 2
+const stateVersion = 1
 
 // SessionState is everything a Session's decisions depend on besides its Config: the
 // counters last seen, the open block, the totals, the tests' wealth and dispersion, the
@@ -48,8 +48,6 @@ type SessionState struct {
 	Pass      *TestState `json:"pass"`
 	FloorFail *TestState `json:"floorFail,omitempty"`
 	FloorPass *TestState `json:"floorPass,omitempty"`
-	// Wander measures how the clusters' rates drift apart over time (wander.go).
-	Wander *WanderState `json:"wander"`
 	// Resets counts intervals dropped because a counter went backwards.
 	Resets int `json:"resets,omitempty"`
 	// Note is the last remark for the message.
@@ -72,7 +70,7 @@ func Restore(cfg Config, st SessionState) (*Session, error) {
 	if st.Signal != cfg.Signal {
 		return nil, fmt.Errorf("judge: session state for signal %q, configuration says %q", st.Signal, cfg.Signal)
 	}
-	if !st.Fail.valid() || !st.Pass.valid() || !st.Wander.valid() || (st.FloorFail != nil) != (st.FloorPass != nil) ||
+	if !st.Fail.valid() || !st.Pass.valid() || (st.FloorFail != nil) != (st.FloorPass != nil) ||
 		(st.FloorFail != nil && (!st.FloorFail.valid() || !st.FloorPass.valid())) {
 		return nil, fmt.Errorf("judge: session state incomplete")
 	}
@@ -91,7 +89,6 @@ func (st SessionState) clone() SessionState {
 	c.Baseline, c.Canary = st.Baseline.clone(), st.Canary.clone()
 	c.Fail, c.Pass = st.Fail.clone(), st.Pass.clone()
 	c.FloorFail, c.FloorPass = st.FloorFail.clone(), st.FloorPass.clone()
-	c.Wander = st.Wander.clone()
 	if st.Final != nil {
 		r := *st.Final
 		r.Details = make(map[string]float64, len(st.Final.Details))

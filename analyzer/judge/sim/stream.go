@@ -258,6 +258,9 @@ func (s *StreamSim) ou(u, sigma, corr float64) float64 {
 	return a*u + sigma*math.Sqrt(1-a*a)*s.rng.NormFloat64()
 }
 
+// multiplier is a Noise's factor for the process value u: exp(u − σ²/2), of mean 1.
+func multiplier(u, sigma float64) float64 { return math.Exp(u - sigma*sigma/2) }
+
 // Now returns the simulated seconds elapsed.
 func (s *StreamSim) Now() int { return s.t }
 
@@ -323,8 +326,7 @@ func (s *StreamSim) observed(c *clusterStream) judge.ClusterStats {
 // stepCluster adds the second [t, t+1) at request rate lam to c.
 func (s *StreamSim) stepCluster(c *clusterStream, t, lam float64) {
 	st := s.st
-	errM := math.Exp(c.errU - st.ErrorNoise.Sigma*st.ErrorNoise.Sigma/2)
-	latM := math.Exp(c.latU - st.LatencyNoise.Sigma*st.LatencyNoise.Sigma/2)
+	errM, latM := multiplier(c.errU, st.ErrorNoise.Sigma), multiplier(c.latU, st.LatencyNoise.Sigma)
 	c.errU = s.ou(c.errU, st.ErrorNoise.Sigma, st.ErrorNoise.Corr)
 	c.latU = s.ou(c.latU, st.LatencyNoise.Sigma, st.LatencyNoise.Corr)
 

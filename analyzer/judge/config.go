@@ -71,8 +71,8 @@
 // is not, it aborts healthy canaries (20–30% at 1000 rps with σ 0.5). A drift both
 // clusters share cancels in the scores and is no concern. Config.Wander states the drift
 // the judge must tolerate: it then holds α for drifts up to that size with correlation
-// times up to a minute (two minutes measured within sampling noise of α), at the price of
-// slower decisions. Latency interpolation, the plug-in baseline rates, the dispersion
+// times up to a minute (a two-minute drift measured at about 2α), at the price of slower
+// decisions. Latency interpolation, the plug-in baseline rates, the dispersion
 // estimate and the Fail test's lower clip (seq.go) are approximations; the rest of the
 // argument is exact.
 //
@@ -151,7 +151,7 @@ type Config struct {
 	BurnIn time.Duration
 	// Wander is how far each cluster's error rate or latency tail drifts on its own
 	// while both are healthy: the log standard deviation of that drift (0.5: by a factor
-	// e^±0.5, for up to a minute or two at a time). For latency it is the drift of the
+	// e^±0.5, for up to about a minute at a time). For latency it is the drift of the
 	// share of requests beyond the tolerated threshold, about four times the drift of the
 	// latency itself near a p95 (latency drifting by e^±0.1 wants about 0.4). The judge
 	// cannot tell such a drift from a regression in the first tens of seconds (see the

@@ -221,9 +221,8 @@ func TestWanderHoldsTheBound(t *testing.T) {
 }
 
 // TestWanderStillCatches: with Config.Wander the judge still catches a clear regression
-// through the drift, if more slowly: 5× errors, and +100% latency (the share of requests
-// beyond 1.2× the stable's p95 grows about 4×, within what a 0.5 drift allows for a
-// while); and by default a 2× error canary under σ 0.5 drift is caught as before.
+// through the drift, if more slowly: 5× errors, +100% latency; and by default a 2× error
+// canary under σ 0.5 drift is caught as before.
 func TestWanderStillCatches(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -236,7 +235,7 @@ func TestWanderStillCatches(t *testing.T) {
 		minCaught        int
 	}{
 		{"correlated", 0.5, 1000, 0.5, 5, 1, 20},
-		{"correlated", 0.5, 1000, 0.5, 1, 2, 8},
+		{"correlated", 0.5, 1000, 0.5, 1, 2, 24},
 		{"correlated", 0, 1000, 0.5, 2, 1, 22},
 	}
 	for _, c := range cells {

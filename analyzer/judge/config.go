@@ -68,7 +68,7 @@
 // way it cost clean-stream power and mistook drifts both clusters share for the
 // canary's own without bringing false aborts near α (bench/README.md). So by default
 // the judge assumes each cluster's rate relative to the other's is steady, and where it
-// is not, it aborts healthy canaries (20–30% at 1000 rps with σ 0.5). A drift both
+// is not, it aborts healthy canaries (9–30% at 1000 rps with σ 0.5). A drift both
 // clusters share cancels in the scores and is no concern. Config.Wander states the drift
 // the judge must tolerate: it then holds α for drifts up to that size with correlation
 // times up to a minute (a two-minute drift measured at about 2α), at the price of slower

@@ -177,7 +177,7 @@ func TestBurstCannotDecideAlone(t *testing.T) {
 
 // TestWanderHoldsTheBound: when each cluster's rates drift on their own — a factor e^u, u
 // of standard deviation σ correlated over 30 s or 120 s, errors and latency alike — the
-// default judge aborts healthy canaries at high traffic (bench/README.md: 20–30% at 1000
+// default judge aborts healthy canaries at high traffic (bench/README.md: 9–30% at 1000
 // rps with σ 0.5); told the drift (Config.Wander = σ) it stays at about α. Seeded: the
 // counts are exact, and the bound allows for α = 1% of the runs and not much more.
 func TestWanderHoldsTheBound(t *testing.T) {

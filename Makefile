@@ -41,6 +41,10 @@ bench-xds: ## xDS fan-out: weight change until N simulated Envoys ACKed (N=100..
 bench-ha: test-deps ## Three sluice replicas on a real etcd: failover after kill -9 (20 kills per leaseTTL), weight fan-out to 3 x N Envoys (~7 min)
 	$(GO) run ./bench/ha -ttl $(or $(TTLS),2s,5s) -kills $(or $(KILLS),20) -n $(or $(ENVOYS),100,1000) -readme bench/README.md
 
+.PHONY: bench-abort
+bench-abort: ## Failing canary behind the router: failing measurement → weight 0, last canary request, abort in status (ABORT_RUNS runs, default 20; ~1–2 min)
+	$(GO) run ./bench/abort -runs $(or $(ABORT_RUNS),20) -readme bench/README.md $(ABORT_FLAGS)
+
 .PHONY: docker
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)
 	docker build -t sluice:$(or $(VERSION),dev) --build-arg VERSION=$(or $(VERSION),dev) .

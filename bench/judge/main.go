@@ -33,6 +33,7 @@ import (
 
 	"github.com/sluice-mesh/sluice/analyzer/judge"
 	"github.com/sluice-mesh/sluice/analyzer/judge/sim"
+	"github.com/sluice-mesh/sluice/bench/internal/readme"
 )
 
 // kind is one simulated canary: healthy or regressed.
@@ -370,7 +371,7 @@ func main() {
 	classic := flag.Bool("classic", true, "also run the classic table (Poisson streams, cold starts, burn-in)")
 	seed := flag.Uint64("seed", 1, "base seed")
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
-	readme := flag.String("readme", "", "also write the tables into this README's judge section")
+	readmePath := flag.String("readme", "", "also write the tables into this README's judge section")
 	flag.Parse()
 
 	var fams []sim.Family
@@ -442,29 +443,12 @@ func main() {
 		fmt.Print("\n", t)
 		sections["judge:bound"] = t
 	}
-	if *readme != "" {
+	if *readmePath != "" {
 		for name, t := range sections {
-			if err := writeSection(*readme, name, t); err != nil {
+			if err := readme.WriteSection(*readmePath, name, t); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
 		}
 	}
-}
-
-// writeSection replaces the generated part between <!-- NAME:begin --> and
-// <!-- NAME:end --> (inside the judge section).
-func writeSection(path, name, table string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	s := string(b)
-	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %s … %s markers inside the judge section", path, begin, end)
-	}
-	s = s[:i+len(begin)] + "\n" + table + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
 }

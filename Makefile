@@ -53,8 +53,9 @@ docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a
 fuzz-config: ## Fuzz the config loader (FuzzLoad) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(or $(FUZZTIME),60s) -fuzzminimizetime 5s ./config
 
-bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canaries, Poisson and realistic streams (~5–8 min on this shared machine; JUDGE_FLAGS to pick families); writes bench/README.md
+bench-judge: ## Judge vs threshold template vs Flagger on seeded simulated canaries, Poisson and realistic streams, cold starts behind the router's warmup (~6–9 min on this shared machine; JUDGE_FLAGS to pick families); writes bench/README.md
 	$(GO) run ./bench/judge -healthy-runs $(or $(HEALTHY_RUNS),1000) -runs $(or $(RUNS),200) -readme bench/README.md $(JUDGE_FLAGS)
+	$(GO) run ./bench/judge -classic=false -coldstart -families clean,realistic -rates 5,20,100,1000 -shares 0.1,0.5 -family-healthy-runs 300 -family-runs 40 -readme bench/README.md
 
 .PHONY: e2e-router
 e2e-router: test-deps ## Real-process rollouts behind the router: Prometheus, embedded, outage, kill -9, judge (~1 min)

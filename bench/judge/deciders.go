@@ -26,6 +26,7 @@ type decider interface {
 // error ratio is above maxErr or its latency quantile q above maxLat.
 type threshold struct {
 	every, count, abortAt int // seconds between checks, checks before promotion, failures that abort
+	delay                 int // seconds before the first window starts (Argo's initialDelay)
 	q                     float64
 	failed, done          int
 	res                   *outcome
@@ -34,7 +35,7 @@ type threshold struct {
 func (th *threshold) result() *outcome { return th.res }
 
 func (th *threshold) update(t int, hist []judge.ClusterStats, _, _ judge.ClusterStats) {
-	if th.res != nil || t%th.every != 0 {
+	if th.res != nil || t <= th.delay || (t-th.delay)%th.every != 0 {
 		return
 	}
 	cur, prev := hist[t], hist[t-th.every]
@@ -59,13 +60,21 @@ func (th *threshold) update(t int, hist []judge.ClusterStats, _, _ judge.Cluster
 		th.res = &outcome{t: float64(t)}
 	case th.failed+(th.count-th.done) < th.abortAt:
 		// It can no longer abort: promotion at the end is certain.
-		th.res = &outcome{t: float64(th.every * th.count)}
+		th.res = &outcome{t: float64(th.delay + th.every*th.count)}
 	}
 }
 
 // templateA is the threshold AnalysisTemplate people copy: every 30 s, failureLimit 2,
 // 10 measurements.
 func templateA() decider { return &threshold{every: 30, count: 10, abortAt: 3, q: 0.95} }
+
+// templateAWarmup is templateA with initialDelay: warmup, so its first window starts when
+// the canary's first endpoints have warmed up.
+func templateAWarmup(warmup time.Duration) decider {
+	th := templateA().(*threshold)
+	th.delay = int(warmup.Seconds())
+	return th
+}
 
 // flaggerB is a Flagger-style check: every minute, p99, roll back at 5 failures, promote
 // after 10 checks.

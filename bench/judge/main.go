@@ -16,7 +16,9 @@
 // realistic traffic (overdispersion, correlated noise, shared outages with misaligned
 // edges, pod pauses, bursts, Prometheus scrapes) at -rates requests per second for the
 // whole service and -shares of it to the canary. Every run is seeded: the same flags give
-// the same tables.
+// the same tables. With -coldstart the family tables give way to the cold-start table: the
+// canary's pods start cold with the rollout (sim.TypicalColdStart) behind a router whose
+// warmup is at its default (config.DefaultWarmup) or 0.
 package main
 
 import (
@@ -34,15 +36,18 @@ import (
 	"github.com/sluice-mesh/sluice/analyzer/judge"
 	"github.com/sluice-mesh/sluice/analyzer/judge/sim"
 	"github.com/sluice-mesh/sluice/bench/internal/readme"
+	"github.com/sluice-mesh/sluice/config"
 )
 
-// kind is one simulated canary: healthy or regressed.
+// kind is one simulated canary: healthy or regressed; in the family tables with
+// coldStart its pods start cold (sim.TypicalColdStart) behind a router with warmup.
 type kind struct {
 	name      string
 	healthy   bool
 	coldStart bool
 	errMult   float64
 	latMult   float64
+	warmup    time.Duration
 }
 
 var classicKinds = []kind{
@@ -63,6 +68,16 @@ var familyKinds = []kind{
 	{name: "+20% latency", latMult: 1.2},
 	{name: "+50% latency", latMult: 1.5},
 	{name: "+100% latency", latMult: 2},
+}
+
+// coldKinds are the cold-start table's canaries: the canary's pods start with the
+// rollout, so its endpoints appear, cold, at the first setWeight (t = 0).
+var coldKinds = []kind{
+	{name: "healthy + cold start, default configuration", healthy: true, coldStart: true, warmup: config.DefaultWarmup},
+	{name: "healthy + cold start, warmup 0", healthy: true, coldStart: true},
+	{name: "5× errors + cold start, default configuration", errMult: 5, coldStart: true, warmup: config.DefaultWarmup},
+	{name: "5× errors, warm (for comparison)", errMult: 5},
+	{name: "+100% latency + cold start, default configuration", latMult: 2, coldStart: true, warmup: config.DefaultWarmup},
 }
 
 var classicRates = []float64{5, 20, 100, 1000}
@@ -129,12 +144,20 @@ func wanderFor(f sim.Family, flagValue string) float64 {
 func runFamily(c familyCell, k kind, seed uint64, wander string) []outcome {
 	st := c.fam.Stream
 	st.RPS, st.CanaryShare, st.ErrorMult, st.LatencyMult, st.Seed = c.rps, c.share, k.errMult, k.latMult, seed
+	if k.coldStart {
+		st.ColdStart = sim.TypicalColdStart
+	}
+	st.Warmup = k.warmup
 	cfg := judge.Config{Wander: wanderFor(c.fam, wander)}
 	if st.ScrapeInterval > 0 {
 		cfg.BurnIn = judge.DefaultPrometheusBurnIn // what ConfigFrom gives a judge reading Prometheus
 	}
 	sm := sim.NewStream(st)
-	return runDeciders(sm.Step, []decider{templateA(), flaggerB(), newJudgesWith(cfg)})
+	ds := []decider{templateA(), flaggerB(), newJudgesWith(cfg)}
+	if k.coldStart {
+		ds = append(ds, templateAWarmup(config.DefaultWarmup))
+	}
+	return runDeciders(sm.Step, ds)
 }
 
 // cell holds the outcomes of one decider over the runs of one scenario.
@@ -336,6 +359,47 @@ func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint6
 	return out.String()
 }
 
+// coldStartTable runs coldKinds on the family cells: false aborts with their Wilson
+// intervals for the healthy canaries, share aborted and time to abort for the regressed,
+// by (a), (a′) (cold canaries only), (b) and (c).
+func coldStartTable(cells []familyCell, healthyRuns, runs, workers int, seed uint64, cmd string) string {
+	start := time.Now()
+	counts, total := runCounts(len(cells), coldKinds, healthyRuns, runs)
+	all := runAll(counts, workers, func(s, r int) []outcome {
+		sd := (seed+104_729)*1_000_003 + uint64(s)*100_000_007 + uint64(r)
+		return runFamily(cells[s/len(coldKinds)], coldKinds[s%len(coldKinds)], sd, "0")
+	})
+	var out strings.Builder
+	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n", cmd, total, time.Since(start).Seconds(), loadAvg())
+	out.WriteString("Healthy: false-abort rate [Wilson 95% interval] · median / p95 time to promote. Regressed: share aborted · median / p95 time to abort (— : fewer than half / 95% within the run). Default configuration: `warmup` at its default (" + config.DefaultWarmup.String() + "), the judge's in-process defaults (no burn-in).\n\n")
+	out.WriteString("| family | rps | canary share | canary | (a) threshold 30 s, failureLimit 2 | (a′) the same, initialDelay " + config.DefaultWarmup.String() + " | (b) Flagger 1 m, threshold 5 | (c) judge |\n|---|---|---|---|---|---|---|---|\n")
+	for ci, c := range cells {
+		for ki, k := range coldKinds {
+			s := ci*len(coldKinds) + ki
+			fmt.Fprintf(&out, "| %s | %g | %g%% | %s |", c.fam.Name, c.rps, 100*c.share, k.name)
+			for _, m := range []int{0, 3, 1, 2} {
+				if m == 3 && !k.coldStart { // warm canaries run without (a′)
+					out.WriteString(" |")
+					continue
+				}
+				x := all.cell(s, m)
+				if !k.healthy {
+					out.WriteString(" " + regressionCell(x) + " |")
+					continue
+				}
+				lo, hi := wilson(x.abortRate(), len(x.outs))
+				f := "%.1f%% [%.1f, %.1f] · %s / %s"
+				if m == 2 {
+					f = "**%.1f%%** [%.1f, %.1f] · %s / %s"
+				}
+				fmt.Fprintf(&out, " "+f+" |", 100*x.abortRate(), 100*lo, 100*hi, secs(x.quantile(0.5, false)), secs(x.quantile(0.95, false)))
+			}
+			out.WriteString("\n")
+		}
+	}
+	return out.String()
+}
+
 // loadAvg is the 1-minute load average when the table is written ("?" where unknown): the
 // machine is shared, and the run times depend on it.
 func loadAvg() string {
@@ -368,6 +432,7 @@ func main() {
 	shares := flag.String("shares", "0.1,0.5", "family tables: canary shares of the traffic")
 	wander := flag.String("wander", "0", "family tables: the judge's Config.Wander, or family: each family's own drift (0 for those without one)")
 	bound := flag.Bool("bound", false, "also print the fixed-time bound table (what a test knowing the healthy distribution could catch)")
+	coldStart := flag.Bool("coldstart", false, "family tables: run the cold-start table instead (canary pods starting cold, warmup at its default and at 0)")
 	classic := flag.Bool("classic", true, "also run the classic table (Poisson streams, cold starts, burn-in)")
 	seed := flag.Uint64("seed", 1, "base seed")
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
@@ -425,18 +490,30 @@ func main() {
 		}
 		cmd := fmt.Sprintf("go run ./bench/judge -classic=false -families %s -rates %s -shares %s -family-healthy-runs %d -family-runs %d -seed %d",
 			strings.Join(names, ","), *rates, *shares, *famHealthy, *famRuns, *seed)
-		section := "judge:families"
-		if *wander != "0" {
-			if _, err := strconv.ParseFloat(*wander, 64); err != nil && *wander != "family" {
-				fmt.Fprintln(os.Stderr, "-wander: want a number or family")
+		switch {
+		case *coldStart:
+			if *wander != "0" {
+				fmt.Fprintln(os.Stderr, "-coldstart runs the judge's defaults: leave -wander out")
 				os.Exit(2)
 			}
-			cmd += " -wander " + *wander
-			section = "judge:wander"
+			cmd = strings.Replace(cmd, "-classic=false", "-classic=false -coldstart", 1)
+			t := coldStartTable(cells, *famHealthy, *famRuns, *workers, *seed, cmd)
+			fmt.Print(t)
+			sections["judge:coldstart"] = t
+		default:
+			section := "judge:families"
+			if *wander != "0" {
+				if _, err := strconv.ParseFloat(*wander, 64); err != nil && *wander != "family" {
+					fmt.Fprintln(os.Stderr, "-wander: want a number or family")
+					os.Exit(2)
+				}
+				cmd += " -wander " + *wander
+				section = "judge:wander"
+			}
+			t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, *wander, cmd)
+			fmt.Print(t)
+			sections[section] = t
 		}
-		t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, *wander, cmd)
-		fmt.Print(t)
-		sections[section] = t
 	}
 	if *bound {
 		t := boundTable(*workers)

@@ -3,6 +3,7 @@ package sim
 import (
 	"math"
 	"math/rand/v2"
+	"time"
 
 	"github.com/sluice-mesh/sluice/analyzer/judge"
 )
@@ -46,6 +47,15 @@ type Stream struct {
 	Pods Pods
 	// Traffic varies the request rate over time (both clusters alike).
 	Traffic Traffic
+	// ColdStart: the canary's pods start with the rollout and are cold at first (zero:
+	// warm, as the stable's pods are).
+	ColdStart ColdStart
+	// Warmup is the router's Cluster.spec.warmup: requests an endpoint serves in its first
+	// Warmup after it appeared stay out of the counters the judge and the templates read
+	// (Excluded counts them, as sluice_router_excluded_requests_total{reason="warmup"}
+	// does). The canary's endpoints appear at t = 0; the stable's have been serving for
+	// long. 0: nothing excluded (Sluice's default is config.DefaultWarmup; callers set it).
+	Warmup time.Duration
 	// ScrapeInterval > 0: counters are seen as a Prometheus scraping each cluster every
 	// ScrapeInterval seconds, at a phase of its own, would show them (the last scraped
 	// value); 0: exact counters every second.
@@ -77,6 +87,38 @@ type Outages struct {
 	MinLevel, MaxLevel float64
 	MinDelay, MaxDelay float64
 	EdgeJitter         float64
+}
+
+// ColdStart is what a freshly started JVM or Go service shows in its first seconds: code
+// not yet compiled or inlined, caches empty, connection pools still being filled make its
+// requests slow, and some fail (timeouts on connections it is still opening). The canary's
+// pods start with the rollout, so its endpoints appear — and get their first requests —
+// at t = 0, the rollout's first setWeight. At age a seconds every canary request's
+// service time is ×(1 + (LatencyMult − 1)·e^(−a/LatencyDecay)) and it fails with an extra
+// probability ErrorRate·e^(−a/ErrorDecay); otherwise the canary is what it would be warm.
+// The warm-up is modelled by time, not by requests served (JIT thresholds count
+// invocations: a pod at a fraction of a request per second would stay cold longer).
+// LatencyMult ≤ 1 and ErrorRate 0: no cold start.
+type ColdStart struct {
+	LatencyMult, LatencyDecay float64
+	ErrorRate, ErrorDecay     float64
+}
+
+// TypicalColdStart is a JVM-like service's cold start: requests 4× slower at first, the
+// excess falling by e every 6 s (×1.6 at 10 s, ×1.1 at 20 s), and 3% of them failing at
+// first, by e every 3 s (0.1% at 10 s).
+var TypicalColdStart = ColdStart{LatencyMult: 4, LatencyDecay: 6, ErrorRate: 0.03, ErrorDecay: 3}
+
+// factors returns the latency factor and the extra error probability at age a seconds.
+func (cs ColdStart) factors(a float64) (latMult, errRate float64) {
+	latMult = 1
+	if cs.LatencyMult > 1 && cs.LatencyDecay > 0 {
+		latMult += (cs.LatencyMult - 1) * math.Exp(-a/cs.LatencyDecay)
+	}
+	if cs.ErrorRate > 0 && cs.ErrorDecay > 0 {
+		errRate = cs.ErrorRate * math.Exp(-a/cs.ErrorDecay)
+	}
+	return latMult, errRate
 }
 
 // Pods: the canary runs Canary pods and the stable Stable pods (default 1 and 9). Each pod
@@ -150,8 +192,11 @@ type clusterStream struct {
 	errU, latU              float64 // noise processes
 	outages                 []outage
 	pauses                  []pause
-	truth                   []judge.ClusterStats // true cumulative counters at each second
+	truth                   []judge.ClusterStats // counted cumulative counters at each second
 	phase                   int
+	cold                    ColdStart          // the canary's cold start (zero for the stable)
+	warmup                  float64            // seconds its endpoints' requests are excluded
+	excluded                judge.ClusterStats // cumulative counters of the excluded requests
 }
 
 // StreamSim generates a Stream second by second.
@@ -178,13 +223,15 @@ func NewStream(st Stream) *StreamSim {
 	s.probs = make([]float64, len(Buckets)+1)
 	s.cdf = make([]float64, len(Buckets))
 	s.base = &clusterStream{share: 1 - st.CanaryShare, errMult: 1, latMult: 1, pods: st.Pods.Stable}
-	s.can = &clusterStream{share: st.CanaryShare, errMult: st.ErrorMult, latMult: st.LatencyMult, pods: st.Pods.Canary}
+	s.can = &clusterStream{share: st.CanaryShare, errMult: st.ErrorMult, latMult: st.LatencyMult, pods: st.Pods.Canary,
+		cold: st.ColdStart, warmup: st.Warmup.Seconds()}
 	s.drift = s.rng.NormFloat64() * st.Traffic.Drift
 	for _, c := range []*clusterStream{s.base, s.can} {
 		c.errU = s.rng.NormFloat64() * st.ErrorNoise.Sigma
 		c.latU = s.rng.NormFloat64() * st.LatencyNoise.Sigma
 		c.truth = make([]judge.ClusterStats, 1, 601)
 		c.truth[0] = zeroStats()
+		c.excluded = zeroStats()
 		if st.ScrapeInterval > 0 {
 			c.phase = s.rng.IntN(st.ScrapeInterval)
 		}
@@ -305,10 +352,15 @@ func (s *StreamSim) Step() (baseline, canary judge.ClusterStats) {
 	return s.observed(s.base), s.observed(s.can)
 }
 
-// True returns both clusters' exact cumulative counters now (whatever ScrapeInterval).
+// True returns both clusters' exact cumulative counters now (whatever ScrapeInterval),
+// without the requests Warmup excluded.
 func (s *StreamSim) True() (baseline, canary judge.ClusterStats) {
 	return clone(s.base.truth[s.t]), clone(s.can.truth[s.t])
 }
+
+// Excluded returns the canary's cumulative counters of the requests Warmup kept out of
+// the others (zero without Warmup).
+func (s *StreamSim) Excluded() judge.ClusterStats { return clone(s.can.excluded) }
 
 func (s *StreamSim) observed(c *clusterStream) judge.ClusterStats {
 	iv := s.st.ScrapeInterval
@@ -330,7 +382,10 @@ func (s *StreamSim) stepCluster(c *clusterStream, t, lam float64) {
 	c.errU = s.ou(c.errU, st.ErrorNoise.Sigma, st.ErrorNoise.Corr)
 	c.latU = s.ou(c.latU, st.LatencyNoise.Sigma, st.LatencyNoise.Corr)
 
+	// The cold start at the second's middle (the stable's zero ColdStart changes nothing).
+	coldLat, coldErr := c.cold.factors(t + 0.5)
 	own := math.Min(st.BaseErrorRate*c.errMult*errM, 0.95)
+	own += (1 - own) * coldErr
 	// Error rate averaged over the second: own errors, plus the dependency's failures
 	// while it is down.
 	p := own
@@ -339,14 +394,19 @@ func (s *StreamSim) stepCluster(c *clusterStream, t, lam float64) {
 			p += f * (1 - own) * o.level
 		}
 	}
+	// Requests arriving before the endpoints are warmup old are excluded: a share of the
+	// second's arrivals (Poisson thinning), the counted ones drawn first so that streams
+	// without Warmup draw what they always have. (The router tells by when a request
+	// ends, a few hundred milliseconds later at most at the end of a warm-up.)
+	counted := math.Min(math.Max(t+1-c.warmup, 0), 1)
 	cur := clone(c.truth[len(c.truth)-1])
-	e := Poisson(s.rng, lam*p)
-	cur.Requests += e + Poisson(s.rng, lam*(1-p))
+	e := Poisson(s.rng, lam*counted*p)
+	cur.Requests += e + Poisson(s.rng, lam*counted*(1-p))
 	cur.Errors += e
 
 	// Latency: a mixture of the service time alone and the service time plus a delay
 	// (uniform between d1 and d2) for the requests an outage or a paused pod holds.
-	mu := math.Log(st.LatencyMedian * c.latMult * latM)
+	mu := math.Log(st.LatencyMedian * c.latMult * latM * coldLat)
 	for i := range s.probs {
 		s.probs[i] = 0
 	}
@@ -369,13 +429,25 @@ func (s *StreamSim) stepCluster(c *clusterStream, t, lam float64) {
 		rest -= w
 	}
 	s.addDelayed(math.Max(rest, 0), 0, 0, mu)
+	s.drawLatency(&cur.Latency, lam*counted)
+	c.truth = append(c.truth, cur)
+	if counted < 1 {
+		ex := &c.excluded
+		e := Poisson(s.rng, lam*(1-counted)*p)
+		ex.Requests += e + Poisson(s.rng, lam*(1-counted)*(1-p))
+		ex.Errors += e
+		s.drawLatency(&ex.Latency, lam*(1-counted))
+	}
+}
+
+// drawLatency adds Poisson(lam·s.probs) requests to h, bucket by bucket.
+func (s *StreamSim) drawLatency(h *judge.Histogram, lam float64) {
 	cum := 0.0
 	for i := range Buckets {
 		cum += Poisson(s.rng, lam*s.probs[i])
-		cur.Latency.Counts[i] += cum
+		h.Counts[i] += cum
 	}
-	cur.Latency.Count += cum + Poisson(s.rng, lam*s.probs[len(Buckets)])
-	c.truth = append(c.truth, cur)
+	h.Count += cum + Poisson(s.rng, lam*s.probs[len(Buckets)])
 }
 
 // addDelayed adds weight w of requests whose latency is log-normal(mu, LatencySigma)

@@ -3,6 +3,7 @@ package sim
 import (
 	"math"
 	"testing"
+	"time"
 
 	"github.com/sluice-mesh/sluice/analyzer/judge"
 )
@@ -227,4 +228,68 @@ func meanVar(xs []float64) (float64, float64) {
 		ss += (x - m) * (x - m)
 	}
 	return m, ss / float64(len(xs)-1)
+}
+
+// TestColdStartVisibleUnlessWarmupExcludesIt: a canary that starts cold is slower and
+// fails more than its stable in its first seconds and is the stable's equal later; with
+// Warmup the router's counters show none of it — nothing counted before Warmup, the same
+// as the stable after it — and the excluded counters hold the cold requests.
+func TestColdStartVisibleUnlessWarmupExcludesIt(t *testing.T) {
+	const warmup = 30
+	st := Stream{RPS: 2000, CanaryShare: 0.5, ColdStart: TypicalColdStart, Seed: 9}
+	// window returns both clusters' error rate and median over seconds [from, to).
+	window := func(b, c []judge.ClusterStats, from, to int) (errB, errC, medB, medC float64) {
+		d := func(x []judge.ClusterStats) judge.ClusterStats { return diff(x[to], x[from]) }
+		db, dc := d(b), d(c)
+		return db.Errors / db.Requests, dc.Errors / dc.Requests, db.Latency.Quantile(0.5), dc.Latency.Quantile(0.5)
+	}
+
+	b, c := run(st, 120)
+	errB, errC, medB, medC := window(b, c, 0, 5)
+	t.Logf("no warmup, first 5 s: errors %.4f vs %.4f, median %.3f vs %.3f s", errB, errC, medB, medC)
+	if errC < 3*errB || medC < 2*medB {
+		t.Fatalf("the cold start does not show in the first seconds")
+	}
+	errB, errC, medB, medC = window(b, c, 60, 120)
+	if math.Abs(errC/errB-1) > 0.2 || math.Abs(medC/medB-1) > 0.05 {
+		t.Fatalf("a minute later the canary is still not the stable's equal: errors %.4f vs %.4f, median %.3f vs %.3f s", errB, errC, medB, medC)
+	}
+
+	st.Warmup = warmup * time.Second
+	s := NewStream(st)
+	b, c = []judge.ClusterStats{zeroStats()}, []judge.ClusterStats{zeroStats()}
+	for i := 0; i < 120; i++ {
+		x, y := s.Step()
+		b, c = append(b, x), append(c, y)
+		if i+1 <= warmup && y.Requests+y.Latency.Count != 0 {
+			t.Fatalf("second %d: %v canary requests counted inside the warm-up", i, y.Requests)
+		}
+	}
+	if c[warmup+1].Requests == 0 {
+		t.Fatalf("nothing counted after the warm-up")
+	}
+	errB, errC, medB, medC = window(b, c, warmup, 120)
+	t.Logf("warmup %d s, after it: errors %.4f vs %.4f, median %.3f vs %.3f s", warmup, errB, errC, medB, medC)
+	if math.Abs(errC/errB-1) > 0.2 || math.Abs(medC/medB-1) > 0.05 {
+		t.Fatalf("counted after the warm-up, the canary is not the stable's equal")
+	}
+	ex := s.Excluded()
+	if want := 1000.0 * warmup; math.Abs(ex.Requests/want-1) > 0.05 {
+		t.Fatalf("excluded %v requests, want about %v", ex.Requests, want)
+	}
+	if r := ex.Errors / ex.Requests; r < 1.4*errB {
+		t.Fatalf("the excluded requests' error rate %.4f is not the cold start's", r)
+	}
+	if m := ex.Latency.Quantile(0.5); m < 1.1*medB {
+		t.Fatalf("the excluded requests' median %.3f s is not the cold start's", m)
+	}
+}
+
+func diff(a, b judge.ClusterStats) judge.ClusterStats {
+	d := judge.ClusterStats{Requests: a.Requests - b.Requests, Errors: a.Errors - b.Errors,
+		Latency: judge.Histogram{Bounds: a.Latency.Bounds, Count: a.Latency.Count - b.Latency.Count, Counts: make([]float64, len(a.Latency.Counts))}}
+	for i := range d.Latency.Counts {
+		d.Latency.Counts[i] = a.Latency.Counts[i] - b.Latency.Counts[i]
+	}
+	return d
 }

@@ -544,6 +544,7 @@ func (l *loader) judge(d *dec, o *obj) *model.JudgeProvider {
 	num("relativeTolerance", &j.RelativeTolerance, func(x float64) bool { return x >= 1 }, "1 or more (1.2: canary may be 1.2x stable)")
 	num("absoluteTolerance", &j.AbsoluteTolerance, func(x float64) bool { return x >= 0 }, "0 or more")
 	num("quantile", &j.Quantile, func(x float64) bool { return x > 0 && x < 1 }, "0 < quantile < 1")
+	num("wander", &j.Wander, func(x float64) bool { return x >= 0 && x <= 3 }, "0 to 3 (log standard deviation of each cluster's own drift; 0.5: a factor e^±0.5)")
 	j.MinSamples = d.positive(o, "minSamples", DefaultJudgeMinSamples)
 	j.MaxDuration = d.dur(o, "maxDuration", 0)
 	if o.get("burnIn") != nil {

@@ -205,4 +205,8 @@ type JudgeProvider struct {
 	// default (0 in-process, where the router already excludes warm-up; 30 s for Envoy
 	// stats from Prometheus, which include it).
 	BurnIn *time.Duration
+	// Wander tolerates each cluster's rate drifting on its own: the log standard
+	// deviation of that drift (0.5: by a factor e^±0.5 for up to a minute at a time);
+	// default 0.
+	Wander float64
 }

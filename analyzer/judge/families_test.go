@@ -12,21 +12,33 @@ import (
 // 5 minutes, as a rollout's two judge metrics would: the outcome is Fail when either
 // fails, Pass when both pass, else Inconclusive; at is the second it was decided.
 func familyRun(name string, rps, share, errMult, latMult float64, seed uint64) (judge.Decision, int) {
+	return familyRunWith(name, judge.Config{}, rps, share, errMult, latMult, seed)
+}
+
+// familyRunWith is familyRun with a configuration (Signal and MaxDuration are set here).
+func familyRunWith(name string, cfg judge.Config, rps, share, errMult, latMult float64, seed uint64) (judge.Decision, int) {
 	f, ok := sim.FamilyByName(name)
 	if !ok {
 		panic(name)
 	}
 	st := f.Stream
 	st.RPS, st.CanaryShare, st.ErrorMult, st.LatencyMult, st.Seed = rps, share, errMult, latMult, seed
-	burnIn := time.Duration(0)
+	return streamRun(st, cfg)
+}
+
+// streamRun is familyRun over any stream.
+func streamRun(st sim.Stream, cfg judge.Config) (judge.Decision, int) {
 	if st.ScrapeInterval > 0 {
-		burnIn = judge.DefaultPrometheusBurnIn
+		cfg.BurnIn = judge.DefaultPrometheusBurnIn
 	}
+	cfg.MaxDuration = 5 * time.Minute
 	sm := sim.NewStream(st)
 	var ss [2]*judge.Session
 	var ds [2]judge.Decision
 	for i, sig := range []judge.Signal{judge.SignalErrors, judge.SignalLatency} {
-		ss[i] = judge.NewSession(judge.Config{Signal: sig, MaxDuration: 5 * time.Minute, BurnIn: burnIn}, t0, judge.ClusterStats{}, judge.ClusterStats{})
+		c := cfg
+		c.Signal = sig
+		ss[i] = judge.NewSession(c, t0, judge.ClusterStats{}, judge.ClusterStats{})
 	}
 	for k := 1; k <= 300; k++ {
 		b, c := sm.Step()
@@ -159,6 +171,121 @@ func TestBurstCannotDecideAlone(t *testing.T) {
 			if r := s.Update(t0.Add(time.Duration(k)*time.Second), b, c); r.Decision == judge.Fail {
 				t.Fatalf("burst at %d s: failed at %d s: %s", at, k, r.Message)
 			}
+		}
+	}
+}
+
+// TestWanderHoldsTheBound: when each cluster's rates drift on their own — a factor e^u, u
+// of standard deviation σ correlated over 30 s or 120 s, errors and latency alike — the
+// default judge aborts healthy canaries at high traffic (bench/README.md: 9–30% at 1000
+// rps with σ 0.5); told the drift (Config.Wander = σ) it stays at about α. Seeded: the
+// counts are exact, and the bound allows for α = 1% of the runs and not much more.
+func TestWanderHoldsTheBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cells := []struct {
+		family      string
+		wander      float64
+		rps, share  float64
+		runs, limit int
+	}{
+		{"correlated", 0.5, 1000, 0.5, 80, 2},
+		{"corr-slow", 0.5, 1000, 0.5, 80, 2},
+		{"corr-strong", 1, 1000, 0.1, 80, 2},
+		{"realistic", 0.5, 1000, 0.5, 80, 2},
+	}
+	for _, c := range cells {
+		fails, defaultFails := 0, 0
+		for i := 0; i < c.runs; i++ {
+			if d, _ := familyRunWith(c.family, judge.Config{Wander: c.wander}, c.rps, c.share, 1, 1, uint64(11000+i)); d == judge.Fail {
+				fails++
+			}
+			if i < c.runs/3 {
+				if d, _ := familyRun(c.family, c.rps, c.share, 1, 1, uint64(11000+i)); d == judge.Fail {
+					defaultFails++
+				}
+			}
+		}
+		t.Logf("%s %g rps %g%%: wander %g: %d/%d healthy canaries aborted (default: %d/%d)",
+			c.family, c.rps, 100*c.share, c.wander, fails, c.runs, defaultFails, c.runs/3)
+		if fails > c.limit {
+			t.Errorf("%s %g rps %g%% with wander %g: %d/%d healthy canaries aborted, at most %d allowed",
+				c.family, c.rps, 100*c.share, c.wander, fails, c.runs, c.limit)
+		}
+		// The drift is real: without the wander the same streams abort healthy canaries.
+		if defaultFails < 2 {
+			t.Errorf("%s: the default judge aborted only %d/%d: the family no longer drifts", c.family, defaultFails, c.runs/3)
+		}
+	}
+}
+
+// TestWanderStillCatches: with Config.Wander the judge still catches a clear regression
+// through the drift, if more slowly: 5× errors, +100% latency; and by default a 2× error
+// canary under σ 0.5 drift is caught as before.
+func TestWanderStillCatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cells := []struct {
+		family           string
+		wander           float64
+		rps, share       float64
+		errMult, latMult float64
+		minCaught        int
+	}{
+		{"correlated", 0.5, 1000, 0.5, 5, 1, 20},
+		{"correlated", 0.5, 1000, 0.5, 1, 2, 24},
+		{"correlated", 0, 1000, 0.5, 2, 1, 22},
+	}
+	for _, c := range cells {
+		caught, passed := 0, 0
+		for i := 0; i < 30; i++ {
+			switch d, _ := familyRunWith(c.family, judge.Config{Wander: c.wander}, c.rps, c.share, c.errMult, c.latMult, uint64(12000+i)); d {
+			case judge.Fail:
+				caught++
+			case judge.Pass:
+				passed++
+			}
+		}
+		t.Logf("%s wander %g, ×%g errors ×%g latency: caught %d/30, passed %d", c.family, c.wander, c.errMult, c.latMult, caught, passed)
+		// By default a drifting 2× canary is sometimes passed (bench/README.md); with
+		// the wander told, never.
+		if caught < c.minCaught || (c.wander > 0 && passed > 0) {
+			t.Errorf("%s wander %g, ×%g errors ×%g latency: caught %d/30 (want ≥ %d), passed %d",
+				c.family, c.wander, c.errMult, c.latMult, caught, c.minCaught, passed)
+		}
+	}
+}
+
+// TestSharedDriftDoesNotSlow: a drift both clusters share (the same factor on stable and
+// canary: a dependency's error rate wandering) moves the canary and its baseline alike,
+// so the default judge catches regressions as fast as without it.
+func TestSharedDriftDoesNotSlow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	for _, c := range []struct {
+		rps, share, errMult float64
+	}{{200, 0.5, 5}, {1000, 0.1, 2}} {
+		var still, drift []int
+		for i := 0; i < 30; i++ {
+			st := sim.Stream{RPS: c.rps, CanaryShare: c.share, ErrorMult: c.errMult, Seed: uint64(13000 + i)}
+			d0, t0 := streamRun(st, judge.Config{})
+			st.ErrorNoise, st.LatencyNoise = sim.Noise{Sigma: 0.5, Corr: 30, Shared: true}, sim.Noise{Sigma: 0.1, Corr: 30, Shared: true}
+			d1, t1 := streamRun(st, judge.Config{})
+			if d0 != judge.Fail {
+				t0 = 1 << 20
+			}
+			if d1 != judge.Fail {
+				t1 = 1 << 20
+			}
+			still, drift = append(still, t0), append(drift, t1)
+		}
+		m0, m1 := median(still), median(drift)
+		t.Logf("%g rps, %g%% canary, ×%g errors: median time to abort %d s without drift, %d s with a shared one", c.rps, 100*c.share, c.errMult, m0, m1)
+		if float64(m1) > 1.25*float64(m0)+3 {
+			t.Errorf("%g rps ×%g errors: a shared drift slowed detection from %d s to %d s", c.rps, c.errMult, m0, m1)
 		}
 	}
 }

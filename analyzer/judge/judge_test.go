@@ -275,8 +275,8 @@ func TestConfigFrom(t *testing.T) {
 		c.AbsoluteTolerance != 0.010 || c.MaxDuration != judge.DefaultMaxDuration || c.BurnIn != 30*time.Second {
 		t.Fatalf("defaults: %+v", c)
 	}
-	c = judge.ConfigFrom(&model.JudgeProvider{Signal: "errors", Alpha: 0.05, MinSamples: 7})
-	if c.Alpha != 0.05 || c.MinSamples != 7 || c.AbsoluteTolerance != 0.001 || c.BurnIn != 0 {
+	c = judge.ConfigFrom(&model.JudgeProvider{Signal: "errors", Alpha: 0.05, MinSamples: 7, Wander: 0.4})
+	if c.Alpha != 0.05 || c.MinSamples != 7 || c.AbsoluteTolerance != 0.001 || c.BurnIn != 0 || c.Wander != 0.4 {
 		t.Fatalf("errors: %+v", c)
 	}
 	zero, ten := time.Duration(0), 10*time.Second

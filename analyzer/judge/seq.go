@@ -162,6 +162,10 @@ func (t *TestState) add(sc score) {
 	if unit <= 0 {
 		unit = 1
 	}
+	// A drift floor (Config.Wander) can make the variance hundreds of times Poisson's:
+	// the bets are scaled to the standard deviation it implies, or even the smallest
+	// would overshoot.
+	unit *= math.Sqrt(math.Max(1, sc.minPhi))
 	// An extreme block (beyond the upper clip: an outage edge, a stalled pod, or a
 	// regression so strong that one block is not needed to see it) adds less.
 	capG := gainCap

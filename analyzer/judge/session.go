@@ -241,7 +241,7 @@ func (s *Session) feedErrors(dB, dC ClusterStats, secs float64) {
 		a, b, h := split(nc, nb)
 		vx, vy := nc*(pB+tau), nb*pB
 		obs := a*a*nc*pC + b*b*nb*pB
-		w := s.wander(h*(pB+tau), a*a*vx+b*b*vy, secs)
+		w := s.wander(h*math.Sqrt(((pB+tau)*(pB+tau)+pB*pB)/2), a*a*vx+b*b*vy, secs)
 		// "Worse": a burst (an error rate beyond 5× the baseline's usual one, or a
 		// Poisson excursion above it, for the smaller cluster: an outage, or its edge
 		// seen by one cluster first) counts only up to that rate, the same on either
@@ -268,21 +268,29 @@ func (s *Session) feedErrors(dB, dC ClusterStats, secs float64) {
 	}
 }
 
-// wanderTime is the time scale over which Config.Wander is assumed to persist.
-const wanderTime = 30.0
+// Config.Wander's model: each cluster's rate carries its own drifting factor e^u, u a
+// stationary process of standard deviation Wander whose correlation time is at most
+// wanderTime (an Ornstein-Uhlenbeck process).
+const wanderTime = 60.0
 
-// wander is the dispersion floor Config.Wander implies for a block whose score moves by m
-// per unit of relative change in the compared rates and has Poisson variance p: if each
-// cluster's rate carries its own slowly drifting factor of log standard deviation W, the
-// sum of the scores over T seconds (T up to wanderTime) gains a variance of about
-// 2W²·(m·T)² on top of the Poisson p·T; a block at time T takes its share of that
-// growth, 4W²·m²·T, as a dispersion floor.
+// wander is the dispersion floor Config.Wander implies for a block of secs seconds whose
+// score has Poisson variance p and moves by m per unit of relative drift of each
+// cluster's rate (m² the mean of the two clusters' squared sensitivities). A log-normal
+// drift's upward excursions are longer-tailed than a Gaussian of the same variance, so
+// the judge takes its excursion at two standard deviations, e^{2W} − 1, as two standard
+// deviations of a Gaussian: each cluster's relative rate varies by d² = ((e^{2W} − 1)/2)²,
+// their difference by c = 2d². Over the first t seconds the sum of the scores then gains
+// variance at the rate ms²·2c·τ(1 − e^{−t/τ}) per second (ms = m/secs, τ = wanderTime), and
+// the block takes its share.
 func (s *Session) wander(m, p, secs float64) float64 {
-	if s.cfg.Wander <= 0 || p <= 0 {
+	W := s.cfg.Wander
+	if W <= 0 || p <= 0 || secs <= 0 {
 		return 0
 	}
-	t := math.Min(s.st.Fail.SumSecs+secs, wanderTime)
-	return 1 + 2*2*s.cfg.Wander*s.cfg.Wander*m*m*t/p
+	t := s.st.Fail.SumSecs + secs
+	d := math.Expm1(2*W) / 2
+	c := 2 * d * d
+	return 1 + 2*c*wanderTime*(-math.Expm1(-t/wanderTime))*m*m/(p*secs)
 }
 
 // ownRate is the baseline's own error rate, from the blocks without a burst (feedErrors).
@@ -338,7 +346,7 @@ func (s *Session) feedLatency(dB, dC ClusterStats, secs float64) {
 		burst := math.Max(usualCount(nc*qB)/nc, usualCount(nb*qB)/nb)
 		xf, yf := math.Min(x, burst*nc), math.Min(y, burst*nb)
 		st.Fail.add(score{z: a*xf - b*yf, h: h, up: a, down: b, vUp: vx, vDown: vy, obs: obs, secs: secs,
-			extreme: xf < x || yf < y})
+			extreme: xf < x || yf < y, minPhi: s.wander(h*qB, a*a*vx+b*b*vy, secs)})
 		st.LatencyBaselineTail = qB
 	}
 	// Pass side: the baseline counted exactly above a bound t, the canary above
@@ -353,7 +361,8 @@ func (s *Session) feedLatency(dB, dC ClusterStats, secs float64) {
 		obs := a*a*nc*(qCv+0.5)/(hC.Count+1) + b*b*vy
 		// A burst of the baseline's (a stall it sees first) is no evidence for the canary.
 		y = math.Min(y, usualCount(vy))
-		st.Pass.add(score{z: b*y - a*x, h: h, up: b, down: a, vUp: vy, vDown: vx, obs: obs, secs: secs, noLowerClip: true})
+		st.Pass.add(score{z: b*y - a*x, h: h, up: b, down: a, vUp: vy, vDown: vx, obs: obs, secs: secs, noLowerClip: true,
+			minPhi: s.wander(h*qB, b*b*vy+a*a*vx, secs)})
 	}
 }
 
@@ -487,6 +496,9 @@ func (s *Session) result(d Decision, elapsed time.Duration, msg string) Result {
 		"upperBound":      finite(upper),
 		"dispersion":      finite(st.Fail.dispersion()),
 		"blocks":          float64(st.Blocks),
+	}
+	if s.cfg.Wander > 0 {
+		det["wander"] = s.cfg.Wander
 	}
 	nB, nC := s.samples()
 	det["baselineSamples"], det["canarySamples"] = nB, nC

@@ -111,10 +111,24 @@ type familyCell struct {
 	share float64
 }
 
-func runFamily(c familyCell, k kind, seed uint64, wander float64) []outcome {
+// wanderFor is the Config.Wander a run uses: the -wander flag's value, or with
+// -wander family the family's own drift (the log standard deviation of its error noise
+// when that noise drifts, else 0).
+func wanderFor(f sim.Family, flagValue string) float64 {
+	if flagValue == "family" {
+		if f.Stream.ErrorNoise.Corr > 0 {
+			return f.Stream.ErrorNoise.Sigma
+		}
+		return 0
+	}
+	v, _ := strconv.ParseFloat(flagValue, 64)
+	return v
+}
+
+func runFamily(c familyCell, k kind, seed uint64, wander string) []outcome {
 	st := c.fam.Stream
 	st.RPS, st.CanaryShare, st.ErrorMult, st.LatencyMult, st.Seed = c.rps, c.share, k.errMult, k.latMult, seed
-	cfg := judge.Config{Wander: wander}
+	cfg := judge.Config{Wander: wanderFor(c.fam, wander)}
 	if st.ScrapeInterval > 0 {
 		cfg.BurnIn = judge.DefaultPrometheusBurnIn // what ConfigFrom gives a judge reading Prometheus
 	}
@@ -151,6 +165,16 @@ func (c cell) share(is func(outcome) bool) float64 {
 
 func (c cell) passRate() float64  { return c.share(func(o outcome) bool { return o.passed }) }
 func (c cell) abortRate() float64 { return c.share(func(o outcome) bool { return o.aborted }) }
+
+// wilson is the Wilson score 95% interval of a rate p observed in n runs.
+func wilson(p float64, n int) (lo, hi float64) {
+	const z = 1.96
+	nn := float64(n)
+	d := 1 + z*z/nn
+	c := (p + z*z/(2*nn)) / d
+	h := z * math.Sqrt(p*(1-p)/nn+z*z/(4*nn*nn)) / d
+	return math.Max(0, c-h), math.Min(1, c+h)
+}
 
 func secs(v float64) string {
 	if math.IsInf(v, 1) {
@@ -267,7 +291,7 @@ func classicTable(healthyRuns, runs, workers int, seed uint64) string {
 	return out.String()
 }
 
-func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, wander float64, cmd string) string {
+func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint64, wander string, cmd string) string {
 	start := time.Now()
 	counts, total := runCounts(len(cells), familyKinds, healthyRuns, runs)
 	all := runAll(counts, workers, func(s, r int) []outcome {
@@ -276,13 +300,14 @@ func familyTables(cells []familyCell, healthyRuns, runs, workers int, seed uint6
 	})
 	var out strings.Builder
 	fmt.Fprintf(&out, "`%s` (%d simulated canaries, %.0f s on this machine, load average %s).\n\n", cmd, total, time.Since(start).Seconds(), loadAvg())
-	out.WriteString("Healthy canaries (same distribution as stable): false-abort rate of (a) the threshold template, (b) Flagger-style checks, (c) the judge, and the judge's median / p95 time to promote.\n\n")
+	out.WriteString("Healthy canaries (same distribution as stable): false-abort rate of (a) the threshold template, (b) Flagger-style checks, (c) the judge with its Wilson 95% interval, and the judge's median / p95 time to promote.\n\n")
 	out.WriteString("| family | rps | canary share | (a) | (b) | (c) judge | judge: time to promote |\n|---|---|---|---|---|---|---|\n")
 	for ci, c := range cells {
 		s := ci * len(familyKinds)
 		j := all.cell(s, 2)
-		fmt.Fprintf(&out, "| %s | %g | %g%% | %.1f%% | %.1f%% | **%.1f%%** | %s / %s |\n", c.fam.Name, c.rps, 100*c.share,
-			100*all.cell(s, 0).abortRate(), 100*all.cell(s, 1).abortRate(), 100*j.abortRate(),
+		lo, hi := wilson(j.abortRate(), len(j.outs))
+		fmt.Fprintf(&out, "| %s | %g | %g%% | %.1f%% | %.1f%% | **%.1f%%** [%.1f, %.1f] | %s / %s |\n", c.fam.Name, c.rps, 100*c.share,
+			100*all.cell(s, 0).abortRate(), 100*all.cell(s, 1).abortRate(), 100*j.abortRate(), 100*lo, 100*hi,
 			secs(j.quantile(0.5, false)), secs(j.quantile(0.95, false)))
 	}
 	out.WriteString("\nRegressed canaries: share aborted and median time to abort by (c) the judge (in bold; \"passed\": share it passed — wrongly, except for +20% latency, which is inside its default tolerance of 1.2× + 10 ms), then (a) and (b) (— : fewer than half aborted within the run).\n\n")
@@ -340,7 +365,8 @@ func main() {
 	families := flag.String("families", "all", "comma-separated stream families for the family tables, all, or none; classic for the classic table only")
 	rates := flag.String("rates", "100,1000", "family tables: service request rates (both clusters together)")
 	shares := flag.String("shares", "0.1,0.5", "family tables: canary shares of the traffic")
-	wander := flag.Float64("wander", 0, "family tables: the judge's Config.Wander")
+	wander := flag.String("wander", "0", "family tables: the judge's Config.Wander, or family: each family's own drift (0 for those without one)")
+	bound := flag.Bool("bound", false, "also print the fixed-time bound table (what a test knowing the healthy distribution could catch)")
 	classic := flag.Bool("classic", true, "also run the classic table (Poisson streams, cold starts, burn-in)")
 	seed := flag.Uint64("seed", 1, "base seed")
 	workers := flag.Int("workers", runtime.GOMAXPROCS(0), "parallel workers")
@@ -399,13 +425,22 @@ func main() {
 		cmd := fmt.Sprintf("go run ./bench/judge -classic=false -families %s -rates %s -shares %s -family-healthy-runs %d -family-runs %d -seed %d",
 			strings.Join(names, ","), *rates, *shares, *famHealthy, *famRuns, *seed)
 		section := "judge:families"
-		if *wander > 0 {
-			cmd += fmt.Sprintf(" -wander %g", *wander)
+		if *wander != "0" {
+			if _, err := strconv.ParseFloat(*wander, 64); err != nil && *wander != "family" {
+				fmt.Fprintln(os.Stderr, "-wander: want a number or family")
+				os.Exit(2)
+			}
+			cmd += " -wander " + *wander
 			section = "judge:wander"
 		}
 		t := familyTables(cells, *famHealthy, *famRuns, *workers, *seed, *wander, cmd)
 		fmt.Print(t)
 		sections[section] = t
+	}
+	if *bound {
+		t := boundTable(*workers)
+		fmt.Print("\n", t)
+		sections["judge:bound"] = t
 	}
 	if *readme != "" {
 		for name, t := range sections {

@@ -34,21 +34,7 @@ import (
 // sluiceBin is the sluice binary built by TestMain.
 var sluiceBin string
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "sluice-e2e-mesh-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if sluiceBin, err = testenv.BuildSluice(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithSluice(m, &sluiceBin)) }
 
 // ---------------------------------------------------------------------------------------
 // Processes

@@ -9,7 +9,6 @@ package opse2e
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -31,22 +30,7 @@ import (
 // sluiceBin is the sluice binary built by TestMain.
 var sluiceBin string
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "sluice-e2e-ops-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if sluiceBin, err = testenv.BuildSluice(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testenv.RunWithSluice(m, &sluiceBin)) }
 
 // addrs are the addresses one `sluice serve` is configured with.
 type addrs struct {

@@ -30,6 +30,23 @@ func ModuleRoot() (string, error) {
 	}
 }
 
+// RunWithSluice is the TestMain of an end-to-end suite: it builds the sluice command into
+// a temporary directory, stores the binary's path in *bin, runs the tests and removes the
+// directory. It returns the exit code for os.Exit.
+func RunWithSluice(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "sluice-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildSluice(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
 // BuildSluice builds the sluice command into dir and returns the binary's path. It is
 // built without -race and with CGO off: end-to-end tests exercise behaviour across
 // processes, the packages' own -race tests cover data races, and an instrumented binary

@@ -44,6 +44,14 @@ var Families = []Family{
 		Stream: Stream{ErrorNoise: Noise{Sigma: 0.5, Corr: 30}, LatencyNoise: Noise{Sigma: 0.1, Corr: 30},
 			Outages: outages(2), Pods: Pods{Canary: 1, Stable: 9, PauseEvery: 60, MinPause: 1, MaxPause: 3},
 			Traffic: Traffic{Drift: 0.3, BurstEvery: 60, BurstMult: 3}}},
+	{Name: "corr-weak", Doc: "as correlated, σ 0.3 (latency 0.06)",
+		Stream: Stream{ErrorNoise: Noise{Sigma: 0.3, Corr: 30}, LatencyNoise: Noise{Sigma: 0.06, Corr: 30}}},
+	{Name: "corr-strong", Doc: "as correlated, σ 1.0 (latency 0.2)",
+		Stream: Stream{ErrorNoise: Noise{Sigma: 1, Corr: 30}, LatencyNoise: Noise{Sigma: 0.2, Corr: 30}}},
+	{Name: "corr-slow", Doc: "as correlated, correlated over ~120 s",
+		Stream: Stream{ErrorNoise: Noise{Sigma: 0.5, Corr: 120}, LatencyNoise: Noise{Sigma: 0.1, Corr: 120}}},
+	{Name: "corr-shared", Doc: "as correlated, the same multiplier on both clusters (something both depend on wanders)",
+		Stream: Stream{ErrorNoise: Noise{Sigma: 0.5, Corr: 30, Shared: true}, LatencyNoise: Noise{Sigma: 0.1, Corr: 30, Shared: true}}},
 }
 
 // FamilyByName returns the family with that name.

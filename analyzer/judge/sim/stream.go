@@ -55,12 +55,14 @@ type Stream struct {
 }
 
 // Noise is a log-normal multiplier of mean 1: exp(u - Sigma²/2) with u a stationary
-// Gaussian process of standard deviation Sigma, independent per cluster. Corr is its
-// correlation time in seconds (an Ornstein-Uhlenbeck process); 0 draws it afresh every
-// second.
+// Gaussian process of standard deviation Sigma, independent per cluster unless Shared.
+// Corr is its correlation time in seconds (an Ornstein-Uhlenbeck process); 0 draws it
+// afresh every second.
 type Noise struct {
 	Sigma float64
 	Corr  float64
+	// Shared gives both clusters the same multiplier (something both depend on wanders).
+	Shared bool
 }
 
 // Outages of a shared dependency: they start at random (on average Every seconds apart),
@@ -256,6 +258,9 @@ func (s *StreamSim) ou(u, sigma, corr float64) float64 {
 	return a*u + sigma*math.Sqrt(1-a*a)*s.rng.NormFloat64()
 }
 
+// multiplier is a Noise's factor for the process value u: exp(u − σ²/2), of mean 1.
+func multiplier(u, sigma float64) float64 { return math.Exp(u - sigma*sigma/2) }
+
 // Now returns the simulated seconds elapsed.
 func (s *StreamSim) Now() int { return s.t }
 
@@ -287,9 +292,15 @@ func (s *StreamSim) Step() (baseline, canary judge.ClusterStats) {
 	t := float64(s.t)
 	lam := s.st.RPS * s.trafficMult(t)
 	s.drift = s.ou(s.drift, s.st.Traffic.Drift, s.st.Traffic.DriftCorr)
-	for _, c := range []*clusterStream{s.base, s.can} {
-		s.stepCluster(c, t, lam*c.share)
+	eu, lu := s.base.errU, s.base.latU
+	s.stepCluster(s.base, t, lam*s.base.share)
+	if s.st.ErrorNoise.Shared {
+		s.can.errU = eu
 	}
+	if s.st.LatencyNoise.Shared {
+		s.can.latU = lu
+	}
+	s.stepCluster(s.can, t, lam*s.can.share)
 	s.t++
 	return s.observed(s.base), s.observed(s.can)
 }
@@ -315,8 +326,7 @@ func (s *StreamSim) observed(c *clusterStream) judge.ClusterStats {
 // stepCluster adds the second [t, t+1) at request rate lam to c.
 func (s *StreamSim) stepCluster(c *clusterStream, t, lam float64) {
 	st := s.st
-	errM := math.Exp(c.errU - st.ErrorNoise.Sigma*st.ErrorNoise.Sigma/2)
-	latM := math.Exp(c.latU - st.LatencyNoise.Sigma*st.LatencyNoise.Sigma/2)
+	errM, latM := multiplier(c.errU, st.ErrorNoise.Sigma), multiplier(c.latU, st.LatencyNoise.Sigma)
 	c.errU = s.ou(c.errU, st.ErrorNoise.Sigma, st.ErrorNoise.Corr)
 	c.latU = s.ou(c.latU, st.LatencyNoise.Sigma, st.LatencyNoise.Corr)
 

@@ -195,6 +195,8 @@ type fastConn struct {
 	uhead []byte        // upstream response head as read
 	rhead []byte        // response head for the client
 	rf    []headerField // upstream response fields
+
+	hangup hangupWatch // a client leaving while its answer is awaited
 }
 
 // handoffKind says whether and how a connection goes to net/http.

@@ -271,7 +271,11 @@ func (fc *fastConn) exchange(lt *listenerTable, d *decision, uc *upConn, reused 
 		uc.readBy(sent, up.headerTimeout)
 	}
 	for {
+		fc.hangup.arm(fc, uc)
 		rs, err := fc.readResponseHead(uc, d, isHead)
+		if fc.hangup.disarm() {
+			return outcome{blame: blameClientGone}
+		}
 		if err != nil {
 			return upstreamFailure(err, reused && !streamed && !rs.started)
 		}

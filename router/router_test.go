@@ -429,20 +429,23 @@ func TestUpstreamErrors502504499(t *testing.T) {
 	if st, _, _ := get(t, c, "http://"+addr+"/dead", nil); st != 502 {
 		t.Fatalf("unreachable upstream: %d, want 502", st)
 	}
-	// The backend would answer after an hour: a 504 is the route's 100 ms timeout.
-	if st, _, _ := get(t, c, "http://"+addr+"/timeout/sleep?d=1h", nil); st != 504 {
+	// The backend would answer after 30 s: a 504 is the route's 100 ms timeout.
+	if st, _, _ := get(t, c, "http://"+addr+"/timeout/sleep?d=30s", nil); st != 504 {
 		t.Fatalf("upstream timeout: %d, want 504", st)
 	}
-	// Client hangs up (the backend would answer after an hour).
+	// Client hangs up (the backend would answer after 30 s).
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/sleep?d=1h", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/sleep?d=30s", nil)
 	if _, err := c.Do(req); err == nil {
 		t.Fatal("expected the client to give up")
 	}
 	eventually(t, "499 recorded", func() bool {
 		return metricSum(t, reg, "http_requests_total", map[string]string{"cluster": "slow", "status_code": "499"}) == 1
 	})
+	// The router let go of the upstream too (it closed the connection, as nginx does): the
+	// backend's handler, which would sleep for 30 s, saw its request cancelled.
+	eventually(t, "the upstream request cancelled", func() bool { return slow.sleeping.Load() == 0 })
 	if got := metricSum(t, reg, "http_errors_total", map[string]string{"cluster": "slow"}); got != 0 {
 		t.Fatalf("client hang-up counted as a cluster error: %v", got)
 	}

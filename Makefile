@@ -49,6 +49,10 @@ bench-abort: ## Failing canary behind the router: failing measurement → weight
 docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a Docker daemon)
 	docker build -t sluice:$(or $(VERSION),dev) --build-arg VERSION=$(or $(VERSION),dev) .
 
+.PHONY: mutate
+mutate: ## Mutation testing: plant each bug of scripts/mutate/mutants.txt in a temp copy, run its tests, report caught/survived/stale (MUTANTS=regexp to pick; ~25 min)
+	$(GO) run ./scripts/mutate $(if $(MUTANTS),-run '$(MUTANTS)')
+
 .PHONY: fuzz-config
 fuzz-config: ## Fuzz the config loader (FuzzLoad) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime $(or $(FUZZTIME),60s) -fuzzminimizetime 5s ./config

@@ -242,7 +242,7 @@ func TestServerNACKRevertsOneNodeWithoutStorm(t *testing.T) {
 		t.Fatalf("WaitApplied = %v, want the NACK of envoy/picky", err)
 	}
 	// The other node took version 2; the picky one still holds version 1's routes.
-	eventually(t, 2*time.Second, "fine node on version 2", func() bool { return nodeByID(s, "fine").AppliedVersion == 2 })
+	eventually(t, 10*time.Second, "fine node on version 2", func() bool { return nodeByID(s, "fine").AppliedVersion == 2 })
 	n := nodeByID(s, "picky")
 	if !n.Reverted || n.AppliedVersion != 1 || n.LastNACK == nil || n.LastNACK.Version != 2 || picky.Accepted(resourcev3.RouteType) != good {
 		t.Fatalf("picky after NACK: %+v (accepted %q, want %q)", n, picky.Accepted(resourcev3.RouteType), good)

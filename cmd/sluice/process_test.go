@@ -172,7 +172,7 @@ func TestServeProcessSignals(t *testing.T) {
 func TestDemoProcessCtrlC(t *testing.T) {
 	proc := startSluice(t, "demo", "--fast", "--admin", "127.0.0.1:0", "--dir", t.TempDir())
 	admin := proc.waitOutput(t, regexp.MustCompile(`web view and API  http://(\S+)`), 30*time.Second)
-	router := proc.waitOutput(t, regexp.MustCompile(`router  http://(\S+)`), time.Second)
+	router := proc.waitOutput(t, regexp.MustCompile(`router  http://(\S+)`), 30*time.Second)
 	proc.waitOutput(t, regexp.MustCompile(`Paused  step 1/8`), 30*time.Second)
 	if err := proc.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)

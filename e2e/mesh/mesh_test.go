@@ -218,7 +218,7 @@ func startClients(t *testing.T, n int, xdsAddr string, byAddr map[string]string,
 				}
 				var p peer.Peer
 				o := obs{sent: time.Now()}
-				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				rctx, rcancel := context.WithTimeout(ctx, 10*time.Second) // generous: a late answer on a loaded machine is still one
 				resp, err := stub.UnaryCall(rctx, &testgrpc.SimpleRequest{}, grpc.Peer(&p))
 				rcancel()
 				if ctx.Err() != nil {

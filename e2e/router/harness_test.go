@@ -370,7 +370,9 @@ type load struct {
 func startLoad(t *testing.T, addr string, rps, workers int, header http.Header) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel}
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+	// A generous timeout: an answer late on a loaded machine is still an answer (a
+	// request without one counts as failed).
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConnsPerHost: workers, DisableCompression: true}}
 	every := time.Duration(workers) * time.Second / time.Duration(rps)
 	for i := 0; i < workers; i++ {

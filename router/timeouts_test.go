@@ -238,3 +238,33 @@ func TestEndpointWeights(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedConnectTriesAnotherEndpoint: an endpoint nothing listens on (a pod gone
+// before the table knew) costs no client request: the connect failure is tried again on
+// another endpoint of the cluster, and counted against the dead one.
+func TestFailedConnectTriesAnotherEndpoint(t *testing.T) {
+	bothPaths(t, func(t *testing.T, opts Options) {
+		live := newBackend(t, "live")
+		dead := freeAddr(t)
+		addr := freeAddr(t)
+		s := &model.Snapshot{Version: 1,
+			Clusters: []model.Cluster{{Name: "stable",
+				// No outlier detection: the dead endpoint is never ejected, every other pick is it.
+				Endpoints: []model.Endpoint{{Address: dead, Weight: 1}, {Address: live.addr, Weight: 1}}}},
+			Listeners: []model.Listener{{Name: "l", Address: addr, Routes: []model.Route{{Name: "web", Cluster: "stable"}}}},
+		}
+		_, reg := startRouter(t, s, opts)
+		c := newClient()
+		for i := 0; i < 20; i++ {
+			if st, who, _ := get(t, c, "http://"+addr+"/", nil); st != 200 || who != "live" {
+				t.Fatalf("request %d: %d from %q; want 200 from the live endpoint", i, st, who)
+			}
+		}
+		if got := live.hits.Load(); got != 20 {
+			t.Fatalf("the live endpoint served %d of 20", got)
+		}
+		if got := metricSum(t, reg, "http_errors_total", map[string]string{"cluster": "stable"}); got != 0 {
+			t.Fatalf("retried connect failures reached the analysis series as errors: %v", got)
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ type fakeEtcd struct {
 	outcomes  map[string]Outcome
 	changed   chan struct{}
 	nextID    int
+	loadErr   error // Load fails with it (etcd unreachable for reads)
+	loads     int   // Load calls
 }
 
 func newFakeEtcd() *fakeEtcd {
@@ -175,12 +178,20 @@ type fakeTerm struct {
 	id   string
 	lost chan struct{}
 	once sync.Once
+	// expired: the lease ran out and Valid says so, but Lost is not closed yet (the
+	// holder has not been told); valid counts the Valid calls after that.
+	expired atomic.Bool
+	checks  atomic.Int64
 }
 
 func (t *fakeTerm) Lost() <-chan struct{} { return t.lost }
 func (t *fakeTerm) lose()                 { t.once.Do(func() { close(t.lost) }) }
 
 func (t *fakeTerm) Valid() bool {
+	if t.expired.Load() {
+		t.checks.Add(1)
+		return false
+	}
 	select {
 	case <-t.lost:
 		return false
@@ -199,7 +210,12 @@ func (t *fakeTerm) fencedLocked() error {
 
 func (t *fakeTerm) Load(ctx context.Context) (map[string]StoredState, error) {
 	t.e.mu.Lock()
+	t.e.loads++
+	t.e.broadcastLocked()
 	err := t.fencedLocked()
+	if err == nil {
+		err = t.e.loadErr
+	}
 	t.e.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -608,5 +624,68 @@ func TestReplicatedAmbiguousSaveIsReadBack(t *testing.T) {
 	}
 	if !slices.IsSorted(steps) {
 		t.Errorf("steps committed: %v: the leader decided over a save etcd had applied", steps)
+	}
+}
+
+// TestReplicatedNewLeaderDecidesNothingUntilItReadTheStates: a new leader that cannot
+// read the rollout states back from etcd (reads failing) decides nothing — not even a
+// timed pause that ran out meanwhile: what it last saw as a follower may be older than
+// etcd's state — and catches up once the read succeeds.
+func TestReplicatedNewLeaderDecidesNothingUntilItReadTheStates(t *testing.T) {
+	e := newFakeEtcd()
+	cfg := testConfig(weightStep(20), pauseStep(time.Second), weightStep(50), model.Step{Pause: &model.Pause{}})
+	ms := []*member{startMember(t, e, "a", cfg, nil), startMember(t, e, "b", cfg, nil)}
+	e.elect(ms[0].repl)
+	st := ms[1].waitStatus(t, "paused at 20", func(s RolloutStatus) bool {
+		return s.Phase == PhasePaused && s.ActualWeight == 20 && s.PauseEndsAt != nil
+	})
+	ms[0].kill()
+	e.mu.Lock()
+	e.loadErr = errors.New("etcdserver: request timed out")
+	written, loads := len(e.log), e.loads
+	e.mu.Unlock()
+	e.elect(ms[1].repl)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// Failed reads, each a tick in which the new leader could have decided, until the
+	// pause has run out.
+	if err := e.wait(ctx, func() bool { return e.loads >= loads+5 && time.Now().After(st.PauseEndsAt.Add(200*time.Millisecond)) }); err != nil {
+		t.Fatalf("the new leader stopped trying to read the states: %v", err)
+	}
+	e.mu.Lock()
+	n := len(e.log)
+	e.loadErr = nil
+	e.broadcastLocked()
+	e.mu.Unlock()
+	if n != written {
+		t.Fatalf("the leader wrote %d states while it could not read them", n-written)
+	}
+	ms[1].waitStatus(t, "paused at 50", func(s RolloutStatus) bool { return s.Phase == PhasePaused && s.Step == 3 && s.ActualWeight == 50 })
+}
+
+// TestReplicatedExpiredTermDecidesNothing: once its term is no longer valid (the lease
+// ran out) a leader carries out nothing, even before it is told the term is lost, and
+// even though etcd would still take its write here.
+func TestReplicatedExpiredTermDecidesNothing(t *testing.T) {
+	e := newFakeEtcd()
+	cfg := testConfig(weightStep(20), model.Step{Pause: &model.Pause{}}, weightStep(50), model.Step{Pause: &model.Pause{}})
+	ms := []*member{startMember(t, e, "a", cfg, nil), startMember(t, e, "b", cfg, nil)}
+	term := e.elect(ms[0].repl)
+	ms[0].waitStatus(t, "paused at 20", func(s RolloutStatus) bool { return s.Phase == PhasePaused && s.ActualWeight == 20 })
+	e.mu.Lock()
+	written := len(e.log)
+	e.mu.Unlock()
+	term.expired.Store(true)
+	go ms[1].c.Promote("app", false) // fails when the test ends: nobody may carry it out
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.wait(ctx, func() bool { return len(e.queue) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "ten ticks of the expired leader", func() bool { return term.checks.Load() >= 10 })
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.log) != written || len(e.outcomes) != 0 {
+		t.Fatalf("a leader whose term expired wrote %d states and completed %d commands", len(e.log)-written, len(e.outcomes))
 	}
 }

@@ -200,3 +200,14 @@ func BenchmarkFastPath(b *testing.B) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkHangupWatch: what watching for a client hang-up costs a request whose answer
+// comes before the first check (the usual case): one timer reset and stop.
+func BenchmarkHangupWatch(b *testing.B) {
+	fc, uc := &fastConn{}, &upConn{}
+	b.ReportAllocs()
+	for b.Loop() {
+		fc.hangup.arm(fc, uc)
+		fc.hangup.disarm()
+	}
+}

@@ -38,8 +38,13 @@ bench-router: ## Router vs nginx vs HAProxy vs direct (installs nginx/haproxy/wr
 bench-xds: ## xDS fan-out: weight change until N simulated Envoys ACKed (N=100..10000; ~1 min)
 	$(GO) run ./bench/xds -n 100,1000,5000,10000 -changes 7 -readme bench/README.md $(XDS_FLAGS)
 
-bench-ha: test-deps ## Three sluice replicas on a real etcd: failover after kill -9 (20 kills per leaseTTL), weight fan-out to 3 x N Envoys (~7 min)
-	$(GO) run ./bench/ha -ttl $(or $(TTLS),2s,5s) -kills $(or $(KILLS),20) -n $(or $(ENVOYS),100,1000) -readme bench/README.md
+# bench-ha's defaults (lists: $(or) would split them at the commas).
+TTLS ?= 2s,5s
+KILLS ?= 20
+ENVOYS ?= 100,1000
+
+bench-ha: test-deps ## Three sluice replicas on a real etcd: failover after kill -9 (20 kills per leaseTTL), weight fan-out to 3 x N Envoys (~3 min; TTLS, KILLS, ENVOYS to change)
+	$(GO) run ./bench/ha -ttl $(TTLS) -kills $(KILLS) -n $(ENVOYS) -readme bench/README.md
 
 .PHONY: bench-abort
 bench-abort: ## Failing canary behind the router: failing measurement → weight 0, last canary request, abort in status (ABORT_RUNS runs, default 20; ~1–2 min)

@@ -55,7 +55,7 @@ docker: ## Build the container image sluice:VERSION from the Dockerfile (needs a
 	docker build -t sluice:$(or $(VERSION),dev) --build-arg VERSION=$(or $(VERSION),dev) .
 
 .PHONY: mutate
-mutate: ## Mutation testing: plant each bug of scripts/mutate/mutants.txt in a temp copy, run its tests, report caught/survived/stale (MUTANTS=regexp to pick; ~35 min)
+mutate: ## Mutation testing: plant each bug of scripts/mutate/mutants.txt in a temp copy, run its tests, report caught/survived/stale (MUTANTS=regexp to pick; ~30 min)
 	$(GO) run ./scripts/mutate $(if $(MUTANTS),-run '$(MUTANTS)')
 
 .PHONY: fuzz-config

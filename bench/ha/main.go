@@ -41,6 +41,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sluice-mesh/sluice/analyzer"
+	"github.com/sluice-mesh/sluice/bench/internal/readme"
 	"github.com/sluice-mesh/sluice/internal/testenv"
 )
 
@@ -49,7 +50,7 @@ func main() {
 	kills := flag.Int("kills", 20, "leader kills per TTL")
 	ns := flag.String("n", "100,1000", "comma-separated numbers of simulated Envoys per replica for the fan-out rows")
 	changes := flag.Int("changes", 8, "weight changes timed per fan-out row")
-	readme := flag.String("readme", "", "write the tables into this file between <!-- ha:begin --> and <!-- ha:end -->")
+	readmePath := flag.String("readme", "", "write the tables into this file between <!-- ha:begin --> and <!-- ha:end -->")
 	flag.Parse()
 
 	etcdBin, err := exec.LookPath("etcd")
@@ -105,8 +106,8 @@ func main() {
 	}
 	table := render(fails, fans, *kills, *changes)
 	fmt.Print(table)
-	if *readme != "" {
-		if err := writeReadme(*readme, table); err != nil {
+	if *readmePath != "" {
+		if err := readme.WriteSection(*readmePath, "ha", table); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -677,19 +678,4 @@ func render(fails []failRow, fans []fanRow, kills, changes int) string {
 	b.WriteString("1-minute load average when the row started: the machine's 2 cores are shared with other work,\n")
 	b.WriteString("and here they also run the three etcd members, the three replicas and the simulated Envoys.\n")
 	return b.String()
-}
-
-func writeReadme(path, table string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	const begin, end = "<!-- ha:begin -->", "<!-- ha:end -->"
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %s … %s section", path, begin, end)
-	}
-	s = s[:i+len(begin)] + "\n" + table + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
 }

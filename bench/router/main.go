@@ -14,7 +14,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,27 +37,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/sluice-mesh/sluice/bench/internal/readme"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/router"
 )
 
 func main() {
 	var (
-		rounds    = flag.Int("rounds", 5, "interleaved rounds")
-		satDur    = flag.Duration("sat", 4*time.Second, "saturation run per target and round")
-		conns     = flag.Int("c", 32, "keep-alive connections for the saturation run")
-		rate      = flag.Int("rate", 300, "open-loop request rate for the latency run (well below saturation)")
-		latDur    = flag.Duration("lat", 3*time.Second, "latency run per target and round")
-		readme    = flag.String("readme", "", "write the table into this README's router section")
-		install   = flag.Bool("install", true, "apt-get install nginx-light, haproxy and wrk when missing")
-		serve     = flag.Bool("serve-sluice", false, "internal: run the Sluice router (child process)")
-		listen    = flag.String("listen", "", "internal: router listen address")
-		stable    = flag.String("stable", "", "internal: stable backend")
-		canary    = flag.String("canary", "", "internal: canary backend")
-		metricsAt = flag.String("metrics", "", "internal: metrics address")
-		cpuProf   = flag.String("cpuprofile", "", "internal: write the Sluice child's CPU profile here")
-		noFast    = flag.Bool("no-fast-path", false, "internal: run the Sluice child with the net/http path only")
-		slowRow   = flag.Bool("nethttp-row", true, "also measure Sluice with its fast path off (net/http + ReverseProxy)")
+		rounds     = flag.Int("rounds", 5, "interleaved rounds")
+		satDur     = flag.Duration("sat", 4*time.Second, "saturation run per target and round")
+		conns      = flag.Int("c", 32, "keep-alive connections for the saturation run")
+		rate       = flag.Int("rate", 300, "open-loop request rate for the latency run (well below saturation)")
+		latDur     = flag.Duration("lat", 3*time.Second, "latency run per target and round")
+		readmePath = flag.String("readme", "", "write the table into this README's router section")
+		install    = flag.Bool("install", true, "apt-get install nginx-light, haproxy and wrk when missing")
+		serve      = flag.Bool("serve-sluice", false, "internal: run the Sluice router (child process)")
+		listen     = flag.String("listen", "", "internal: router listen address")
+		stable     = flag.String("stable", "", "internal: stable backend")
+		canary     = flag.String("canary", "", "internal: canary backend")
+		metricsAt  = flag.String("metrics", "", "internal: metrics address")
+		cpuProf    = flag.String("cpuprofile", "", "internal: write the Sluice child's CPU profile here")
+		noFast     = flag.Bool("no-fast-path", false, "internal: run the Sluice child with the net/http path only")
+		slowRow    = flag.Bool("nethttp-row", true, "also measure Sluice with its fast path off (net/http + ReverseProxy)")
 	)
 	flag.Parse()
 	if *serve {
@@ -81,12 +81,12 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(table)
-	if *readme != "" {
-		if err := writeReadme(*readme, table); err != nil {
+	if *readmePath != "" {
+		if err := readme.WriteSection(*readmePath, "router", table); err != nil {
 			fmt.Fprintln(os.Stderr, "router-bench:", err)
 			os.Exit(1)
 		}
-		fmt.Println("written to", *readme)
+		fmt.Println("written to", *readmePath)
 	}
 }
 
@@ -581,25 +581,4 @@ func render(cfg benchConfig, targets []*target, skipped []string) string {
 		fmt.Fprintf(&b, "\nSKIPPED: %s\n", s)
 	}
 	return b.String()
-}
-
-func writeReadme(path, table string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	const begin, end = "<!-- router:begin -->", "<!-- router:end -->"
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return errors.New(path + ": router markers not found")
-	}
-	// Keep any hand-written notes after the generated table (between the markers,
-	// introduced by "<!-- notes -->").
-	notes := ""
-	if k := strings.Index(s[i:j], "<!-- notes -->"); k >= 0 {
-		notes = "\n" + strings.TrimSpace(s[i+k:j]) + "\n"
-	}
-	s = s[:i] + begin + "\n" + table + notes + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -40,6 +40,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-mesh/sluice/bench/internal/readme"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/xds"
 	"github.com/sluice-mesh/sluice/xds/xdstest"
@@ -63,7 +64,7 @@ func main() {
 	ns := flag.String("n", "100,1000,5000", "comma-separated fleet sizes")
 	changes := flag.Int("changes", 7, "weight changes timed per fleet size")
 	perConn := flag.Int("per-conn", 100, "ADS streams per gRPC connection (HTTP/2 multiplexing)")
-	readme := flag.String("readme", "", "write the table into this file between <!-- xds:begin --> and <!-- xds:end -->")
+	readmePath := flag.String("readme", "", "write the table into this file between <!-- xds:begin --> and <!-- xds:end --> (xds-eds with -change endpoints)")
 	clients := flag.Bool("clients", false, "internal: run the simulated Envoys (child process)")
 	addr := flag.String("addr", "", "internal: xDS server address for -clients")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the control plane's pushes to FILE.N")
@@ -102,8 +103,12 @@ func main() {
 	}
 	table := render(rows, *changes)
 	fmt.Print(table)
-	if *readme != "" {
-		if err := writeReadme(*readme, table); err != nil {
+	if *readmePath != "" {
+		section := "xds"
+		if changeKind == "endpoints" {
+			section = "xds-eds"
+		}
+		if err := readme.WriteSection(*readmePath, section, table); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -409,22 +414,4 @@ func render(rows []row, changes int) string {
 	b.WriteString("for the same 2 cores). Only RDS is sent on a weight change: LDS, CDS and EDS keep their\n")
 	b.WriteString("versions (checked by xds.TestServerEnvoyFleetWeightChangeIsRDSOnly).\n")
 	return b.String()
-}
-
-func writeReadme(path, table string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	begin, end := "<!-- xds:begin -->", "<!-- xds:end -->"
-	if changeKind == "endpoints" {
-		begin, end = "<!-- xds-eds:begin -->", "<!-- xds-eds:end -->"
-	}
-	s := string(b)
-	i, j := strings.Index(s, begin), strings.Index(s, end)
-	if i < 0 || j < i {
-		return fmt.Errorf("%s: no %s … %s section", path, begin, end)
-	}
-	s = s[:i+len(begin)] + "\n" + table + s[j:]
-	return os.WriteFile(path, []byte(s), 0o644)
 }

@@ -34,3 +34,19 @@ func TestWriteSection(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteSectionKeepsNotes: hand-written notes after <!-- notes --> survive a rewrite.
+func TestWriteSectionKeepsNotes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "README.md")
+	orig := "<!-- r:begin -->\nold table\n<!-- notes -->\nWhat it means.\n<!-- r:end -->\n"
+	if err := os.WriteFile(p, []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSection(p, "r", "new table\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	if want := "<!-- r:begin -->\nnew table\n\n<!-- notes -->\nWhat it means.\n<!-- r:end -->\n"; string(got) != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+}

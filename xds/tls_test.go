@@ -2,15 +2,8 @@ package xds
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,49 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/sluice-mesh/sluice/internal/testenv"
 	"github.com/sluice-mesh/sluice/model"
 	"github.com/sluice-mesh/sluice/xds/xdstest"
 )
-
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns PEM certificate and key for cn, valid for 127.0.0.1.
-func (ca *testCA) issue(t *testing.T, cn string, serial int64, usage x509.ExtKeyUsage) ([]byte, []byte) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -79,19 +33,19 @@ func TestServerMTLSWithReload(t *testing.T) {
 	t.Cleanup(func() { tlsRecheck = old })
 
 	dir := t.TempDir()
-	ca := newCA(t)
+	ca := testenv.NewCA(t, "test CA")
 	files := &model.TLS{CertFile: filepath.Join(dir, "server.pem"), KeyFile: filepath.Join(dir, "server.key"), ClientCAFile: filepath.Join(dir, "ca.pem")}
-	cert, key := ca.issue(t, "sluice-1", 2, x509.ExtKeyUsageServerAuth)
+	cert, key := ca.Issue(t, "sluice-1", 2, x509.ExtKeyUsageServerAuth)
 	writeFile(t, files.CertFile, cert)
 	writeFile(t, files.KeyFile, key)
-	writeFile(t, files.ClientCAFile, ca.pem)
-	ccert, ckey := ca.issue(t, "envoy", 3, x509.ExtKeyUsageClientAuth)
+	writeFile(t, files.ClientCAFile, ca.PEM)
+	ccert, ckey := ca.Issue(t, "envoy", 3, x509.ExtKeyUsageClientAuth)
 	clientPair, err := tls.X509KeyPair(ccert, ckey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	roots.AddCert(ca.Cert)
 
 	s, err := New(Options{Logger: zap.NewNop(), Address: "127.0.0.1:0", TLS: files, Keepalive: 30 * time.Second})
 	if err != nil {
@@ -144,7 +98,7 @@ func TestServerMTLSWithReload(t *testing.T) {
 		t.Fatalf("served certificate %q", cn)
 	}
 	// Replace the certificate: new connections get the new one.
-	cert2, key2 := ca.issue(t, "sluice-2", 4, x509.ExtKeyUsageServerAuth)
+	cert2, key2 := ca.Issue(t, "sluice-2", 4, x509.ExtKeyUsageServerAuth)
 	writeFile(t, files.CertFile, cert2)
 	writeFile(t, files.KeyFile, key2)
 	if cn := peerCN(); cn != "sluice-2" {

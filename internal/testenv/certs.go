@@ -37,35 +37,56 @@ func WriteCerts(t testing.TB) *Certs {
 		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client-key.pem"),
 		OtherCA: filepath.Join(dir, "other-ca.pem"),
 	}
-	caCert, caKey := selfSigned(t, "sluice test CA")
-	write(t, c.CA, pemBlock("CERTIFICATE", caCert.Raw))
-	other, _ := selfSigned(t, "another CA")
-	write(t, c.OtherCA, pemBlock("CERTIFICATE", other.Raw))
-	issue := func(cn string, serial int64, usage []x509.ExtKeyUsage, certPath, keyPath string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kb, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(t, certPath, pemBlock("CERTIFICATE", der))
-		write(t, keyPath, pemBlock("EC PRIVATE KEY", kb))
-	}
-	issue("127.0.0.1", 2, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, c.ServerCert, c.ServerKey)
-	issue("sluice", 3, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, c.ClientCert, c.ClientKey)
+	ca := NewCA(t, "sluice test CA")
+	write(t, c.CA, ca.PEM)
+	write(t, c.OtherCA, NewCA(t, "another CA").PEM)
+	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	cert, key := ca.Issue(t, "127.0.0.1", 2, both...)
+	write(t, c.ServerCert, cert)
+	write(t, c.ServerKey, key)
+	cert, key = ca.Issue(t, "sluice", 3, x509.ExtKeyUsageClientAuth)
+	write(t, c.ClientCert, cert)
+	write(t, c.ClientKey, key)
 	return c
+}
+
+// CA is a certificate authority made for a test.
+type CA struct {
+	Cert *x509.Certificate
+	PEM  []byte // Cert, PEM-encoded
+	key  *ecdsa.PrivateKey
+}
+
+// NewCA makes a self-signed CA named cn, valid from an hour ago for a day.
+func NewCA(t testing.TB, cn string) *CA {
+	t.Helper()
+	cert, key := selfSigned(t, cn)
+	return &CA{Cert: cert, PEM: pemBlock("CERTIFICATE", cert.Raw), key: key}
+}
+
+// Issue returns a PEM certificate and EC key that ca signed for cn with the given serial
+// number and extended key usages, valid for 127.0.0.1 and localhost.
+func (ca *CA) Issue(t testing.TB, cn string, serial int64, usage ...x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", kb)
 }
 
 // ClientTLS is a TLS client config that trusts c.CA and presents the client certificate.
